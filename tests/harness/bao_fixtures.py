@@ -1,0 +1,1 @@
+"""pytest fixtures for the OpenBao dev server (identity tokens, database secrets)."""
