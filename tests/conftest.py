@@ -3,4 +3,5 @@
 pytest_plugins = [
     "harness.pg_fixtures",
     "harness.bao_fixtures",
+    "harness.gateway_fixtures",
 ]

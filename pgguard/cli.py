@@ -1,0 +1,139 @@
+"""The ``pgguard`` command: serve, check-config, demo, approvals, audit."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from . import __version__
+from .errors import ConfigError
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from . import config
+    try:
+        cfg = config.load(args.file)
+    except ConfigError as exc:
+        print(f"pgguard: invalid configuration: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.file}: OK ({len(cfg.connections)} connection(s), listening on "
+          f"{cfg.listen.host}:{cfg.listen.port})")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from . import config
+    try:
+        cfg = config.load(args.config)
+    except ConfigError as exc:
+        print(f"pgguard: invalid configuration: {exc}", file=sys.stderr)
+        return 1
+    _setup_logging(args.log_level)
+    if args.workers and args.workers > 1:
+        return _serve_workers(args, cfg)
+    return _serve_one(cfg)
+
+
+def _serve_one(cfg) -> int:
+    import trio
+
+    from .net.listener import Gateway
+    from .runtime import attach_components
+
+    async def main() -> None:
+        gateway = Gateway(cfg)
+        attach_components(gateway)
+        await gateway.serve()
+
+    try:
+        trio.run(main)
+    except KeyboardInterrupt:
+        return 0
+    except OSError as exc:
+        print(f"pgguard: cannot listen on {cfg.listen.host}:{cfg.listen.port}: {exc}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _serve_workers(args, cfg) -> int:
+    """N worker processes sharing the port with SO_REUSEPORT (trio sets it per listener)."""
+    import signal
+    import subprocess
+    procs = [subprocess.Popen([sys.executable, "-m", "pgguard", "serve", "--config",
+                               args.config, "--log-level", args.log_level])
+             for _ in range(args.workers)]
+
+    def forward(signum, _frame):
+        for p in procs:
+            p.send_signal(signum)
+
+    signal.signal(signal.SIGHUP, forward)
+    signal.signal(signal.SIGTERM, forward)
+    try:
+        return max(p.wait() for p in procs)
+    except KeyboardInterrupt:
+        forward(signal.SIGINT, None)
+        return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+    _setup_logging(args.log_level)
+    return run_demo(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pgguard", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"pgguard {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the gateway")
+    p.add_argument("--config", required=True, help="TOML configuration file")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (SO_REUSEPORT)")
+    p.add_argument("--log-level", default=os.environ.get("PGGUARD_LOG_LEVEL", "info"))
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("check-config", help="validate a configuration file")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("demo", help="run the gateway on an embedded default setup")
+    p.add_argument("--port", type=int, default=6432)
+    p.add_argument("--log-level", default="warning")
+    p.add_argument("--seconds", type=float, default=None,
+                   help="stop after this many seconds (default: until Ctrl-C)")
+    p.set_defaults(func=cmd_demo)
+
+    for module in ("audit", "prompt"):
+        try:
+            mod = __import__(f"pgguard.{module}", fromlist=["add_cli"])
+        except ImportError:
+            continue
+        add = getattr(mod, "add_cli", None)
+        if add is not None:
+            add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

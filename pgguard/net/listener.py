@@ -1,0 +1,166 @@
+"""The gateway process: accept loop, TLS context, cancel routing, session registry."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import signal
+import ssl
+from typing import TYPE_CHECKING
+
+import trio
+
+from .. import config as config_mod
+from .. import policy
+from ..credentials import Credentials
+from ..errors import ConfigError, GatewayError
+from ..identity import TokenVerifier
+from . import backend
+from .guard import Guard
+from .session import ClientSession
+
+if TYPE_CHECKING:
+    from ..identity import Identity
+
+log = logging.getLogger(__name__)
+
+
+def server_ssl_context(cfg: config_mod.Config) -> ssl.SSLContext | None:
+    if not cfg.listen.tls_cert:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cfg.listen.tls_cert, cfg.listen.tls_key)
+    return ctx
+
+
+class Gateway:
+    """Holds what all sessions share; the config reference is swapped on SIGHUP."""
+
+    def __init__(self, cfg: config_mod.Config):
+        self.cfg = cfg
+        self.instance = secrets.token_hex(4)
+        self.server_ssl = server_ssl_context(cfg)
+        self.verifier = TokenVerifier(cfg.identity)
+        self.credentials = Credentials(cfg)
+        self.policies = {c.name: policy.Policy(c) for c in cfg.connections}
+        self.sessions: dict[tuple[int, int], ClientSession] = {}
+        self.all_sessions: set[ClientSession] = set()
+        self.approvals = None
+        self.recorder = None
+        self.port: int | None = None
+        self._nursery: trio.Nursery | None = None
+        self._limit = trio.CapacityLimiter(cfg.listen.max_clients)
+
+    # --- policy -------------------------------------------------------------------
+
+    def guard_for(self, conn: config_mod.ConnectionConfig, identity: Identity,
+                  session: ClientSession) -> Guard | None:
+        pol = self.policies.get(conn.name) or policy.Policy(conn)
+        if not pol.grants_for(identity.groups):
+            return None
+        return Guard(self, conn, identity, session, pol)
+
+    def reload(self) -> None:
+        """SIGHUP: build a new config and policies and swap the references.
+
+        Live sessions keep the guard they started with; new statements of new sessions use
+        the new policy. A bad file leaves everything as it was.
+        """
+        path = self.cfg.path
+        if not path:
+            return
+        try:
+            new = config_mod.load(path)
+        except ConfigError as exc:
+            log.error("event=reload_failed error=%s", exc)
+            return
+        self.policies = {c.name: policy.Policy(c) for c in new.connections}
+        self.cfg = new
+        for s in list(self.all_sessions):
+            if s.guard is not None and s.guard.conn.name in self.policies:
+                s.guard.policy = self.policies[s.guard.conn.name]
+        log.info("event=reloaded path=%s connections=%d", path, len(new.connections))
+
+    # --- sessions -----------------------------------------------------------------
+
+    def register(self, session: ClientSession) -> None:
+        assert session.link is not None
+        self.sessions[(session.link.process_id, session.secret_key)] = session
+
+    def unregister(self, session: ClientSession) -> None:
+        if session.link is not None:
+            self.sessions.pop((session.link.process_id, session.secret_key), None)
+        self.all_sessions.discard(session)
+
+    def watch_lease(self, session: ClientSession) -> None:
+        return None
+
+    async def session_ended(self, session: ClientSession) -> None:
+        log.info("event=session_end session=%s user=%s reason=%r bytes_in=%d bytes_out=%d",
+                 session.session_id, session.user, session.end_reason, session.bytes_in,
+                 session.bytes_out)
+
+    async def cancel(self, process_id: int, secret_key: int) -> None:
+        session = self.sessions.get((process_id, secret_key))
+        if session is None:
+            # Like PostgreSQL: no answer, and nothing to learn from the absence of one.
+            log.info("event=cancel_unknown_key pid=%d", process_id)
+            return
+        await session.cancel_request()
+
+    async def run_admin(self, session: ClientSession) -> None:
+        from .admin import run_admin_console
+        await run_admin_console(self, session)
+
+    # --- serving ------------------------------------------------------------------
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        try:
+            peer = stream.socket.getpeername()
+            local = stream.socket.getsockname()
+        except OSError:
+            await trio.aclose_forcefully(stream)
+            return
+        session = ClientSession(self, stream, f"{peer[0]}:{peer[1]}", local[0])
+        self.all_sessions.add(session)
+        async with self._limit:
+            await session.run()
+
+    async def serve(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        cfg = self.cfg.listen
+        listeners = await trio.open_tcp_listeners(cfg.port, host=cfg.host)
+        self.port = listeners[0].socket.getsockname()[1]
+        log.info("event=listening host=%s port=%d tls=%s", cfg.host, self.port,
+                 self.server_ssl is not None)
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            if hasattr(signal, "SIGHUP") and trio.lowlevel.current_root_task() is not None:
+                nursery.start_soon(self._watch_sighup)
+            if self.approvals is not None and hasattr(self.approvals, "run"):
+                await nursery.start(self.approvals.run)
+            if self.recorder is not None:
+                await nursery.start(self.recorder.run)
+            task_status.started(self.port)
+            try:
+                await trio.serve_listeners(self._handle, listeners, handler_nursery=nursery)
+            finally:
+                with trio.move_on_after(5, shield=True):
+                    await self.credentials.aclose()
+
+    async def _watch_sighup(self) -> None:
+        try:
+            with trio.open_signal_receiver(signal.SIGHUP) as signals:
+                async for _ in signals:
+                    self.reload()
+        except RuntimeError:
+            # Not in the main thread (tests run gateways in threads): no signal handling.
+            return
+
+
+async def run_gateway(cfg: config_mod.Config, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    gateway = Gateway(cfg)
+    await gateway.serve(task_status=task_status)
+
+
+__all__ = ["Gateway", "run_gateway", "GatewayError", "backend"]

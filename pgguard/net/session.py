@@ -1,0 +1,504 @@
+"""One client session: startup, authentication, upstream login, and the two pumps.
+
+Data flows one way in each pump: client bytes -> framing -> policy -> upstream, and
+upstream bytes -> framing -> (masking) -> (recorder) -> client. Messages nobody needs to
+look at are forwarded as the original bytes, in as few sends as possible.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import secrets
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+import trio
+
+from ..errors import (
+    GatewayError,
+    NotPermitted,
+    PolicyDenied,
+    ProtocolViolation,
+    StartupTimeout,
+    TLSRequired,
+    UnknownConnection,
+)
+from ..wire import codec
+from ..wire.messages import (
+    AUTH_CLEARTEXT,
+    AUTH_OK,
+    CancelRequest,
+    GSSENCRequest,
+    PasswordMessage,
+    SSLRequest,
+    StartupMessage,
+)
+from ..wire.parser import NEED_DATA, Framer, StartupFramer
+from ..wire.state import ALLOWED, Phase
+from . import backend
+from .guard import Guard, Verdict
+
+if TYPE_CHECKING:
+    from ..credentials import Lease
+    from ..identity import Identity
+    from .listener import Gateway
+
+log = logging.getLogger(__name__)
+
+RECEIVE_SIZE = 65536
+READY_KINDS = ALLOWED[Phase.READY]
+SKIPPED_AFTER_ERROR = frozenset(b"PBDEC")  # PostgreSQL discards these until Sync after an error
+
+# Startup parameters a client may pass through to PostgreSQL. Anything that changes who
+# the session runs as is refused; unknown ones are dropped (a GUC set at startup would
+# escape statement control).
+FORWARDED_PARAMS = frozenset({
+    "application_name", "client_encoding", "DateStyle", "datestyle", "TimeZone", "timezone",
+    "IntervalStyle", "intervalstyle", "extra_float_digits", "search_path",
+    "statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout",
+    "standard_conforming_strings", "bytea_output", "default_transaction_isolation",
+    "default_transaction_read_only", "client_min_messages", "geqo", "lc_messages",
+    "lc_monetary", "lc_numeric", "lc_time", "xmlbinary", "xmloption", "jit", "work_mem",
+    "enable_seqscan", "options",
+})
+REFUSED_PARAMS = frozenset({"role", "session_authorization", "replication"})
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_options(options: str) -> str:
+    """Allow only ``-c name=value`` of forwarded parameters inside ``options``."""
+    words = options.replace("--", "-c ").split()
+    i = 0
+    while i < len(words):
+        w = words[i]
+        if w == "-c" and i + 1 < len(words):
+            setting = words[i + 1]
+            i += 2
+        elif w.startswith("-c"):
+            setting = w[2:]
+            i += 1
+        else:
+            raise PolicyDenied(f"startup option {w!r} is not allowed")
+        name = setting.split("=", 1)[0].replace("-", "_")
+        if name not in FORWARDED_PARAMS or name == "options":
+            raise PolicyDenied(f"startup setting {name!r} is not allowed")
+    return options
+
+
+class ClientSession:
+    """Everything about one client connection."""
+
+    def __init__(self, gateway: Gateway, stream: trio.abc.Stream, peer: str, local_host: str):
+        self.gateway = gateway
+        self.cfg = gateway.cfg
+        self.client: trio.abc.Stream = stream
+        self.peer = peer
+        self.local_host = local_host
+        self.tls = False
+        self.session_id = secrets.token_hex(8)
+        self.started = time.time()
+        self.user: str | None = None
+        self.database: str | None = None
+        self.identity: Identity | None = None
+        self.link: backend.BackendLink | None = None
+        self.lease: Lease | None = None
+        self.secret_key = secrets.randbits(31)
+        self.client_framer = Framer(self.cfg.listen.max_message_size)
+        self._send_lock = trio.StrictFIFOLock()
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.txn_status = "I"
+        self.guard: Guard | None = None
+        # Errors the backend pump must replace, in order: (marker, replacement bytes).
+        self.rewrites: deque[tuple[bytes, bytes]] = deque()
+        self.end_reason = "client closed"
+        self.cancel_scope: trio.CancelScope | None = None
+        self.hold: trio.CancelScope | None = None
+        self.state = "startup"
+
+    # --- sending ------------------------------------------------------------------
+
+    async def send_client(self, data: bytes) -> None:
+        async with self._send_lock:
+            await self.client.send_all(data)
+        self.bytes_out += len(data)
+
+    async def send_error(self, exc: GatewayError) -> None:
+        data = codec.error_response(exc.severity, exc.sqlstate, exc.message, exc.detail,
+                                   exc.hint)
+        with trio.move_on_after(2):
+            try:
+                await self.send_client(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError):
+                pass
+
+    async def notice(self, text: str) -> None:
+        await self.send_client(codec.notice_response(text))
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            try:
+                with trio.fail_after(self.cfg.listen.startup_timeout_s):
+                    startup = await self._startup()
+                    if startup is None:
+                        return
+                    await self._authenticate(startup)
+                    if self.database == "pgguard":
+                        greeting = None
+                    else:
+                        greeting = await self._connect_upstream(startup)
+            except trio.TooSlowError:
+                raise StartupTimeout("pgguard: startup timed out") from None
+            if greeting is None:
+                await self.gateway.run_admin(self)
+                return
+            await self.send_client(greeting)
+            self.state = "active"
+            self.gateway.register(self)
+            await self._relay()
+        except GatewayError as exc:
+            self.end_reason = exc.message
+            log.info("event=session_error session=%s user=%s sqlstate=%s error=%r",
+                     self.session_id, self.user, exc.sqlstate, exc.message)
+            await self.send_error(exc)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.end_reason = "connection lost"
+        except Exception:
+            self.end_reason = "internal error"
+            log.exception("event=session_crash session=%s", self.session_id)
+            await self.send_error(GatewayError("pgguard: internal error"))
+        finally:
+            with trio.move_on_after(5, shield=True) as cleanup:
+                await self._cleanup()
+            if cleanup.cancelled_caught:
+                log.warning("event=cleanup_timeout session=%s", self.session_id)
+
+    async def _cleanup(self) -> None:
+        self.gateway.unregister(self)
+        if self.link is not None:
+            try:
+                await self.link.stream.send_all(codec.terminate())
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+            await trio.aclose_forcefully(self.link.stream)
+        if self.lease is not None:
+            try:
+                await self.gateway.credentials.source_for(self.lease.role).release(self.lease)
+            except Exception:
+                log.exception("event=lease_release_failed session=%s", self.session_id)
+        if self.state == "active":
+            await self.gateway.session_ended(self)
+        await trio.aclose_forcefully(self.client)
+
+    # --- startup ------------------------------------------------------------------
+
+    async def _receive_client(self) -> bytes:
+        data = await self.client.receive_some(RECEIVE_SIZE)
+        self.bytes_in += len(data)
+        return data
+
+    async def _startup(self) -> StartupMessage | None:
+        framer = StartupFramer(self.cfg.listen.max_startup_size)
+        while True:
+            packet = framer.next_packet()
+            if packet is NEED_DATA:
+                data = await self._receive_client()
+                if not data:
+                    raise trio.ClosedResourceError
+                framer.feed(data)
+                continue
+            if isinstance(packet, SSLRequest):
+                if framer.buf:
+                    # Bytes after SSLRequest would be read in clear and trusted as if they
+                    # came over TLS (CVE-2021-23222 class): drop the client.
+                    raise ProtocolViolation("data received after SSLRequest")
+                if self.tls or self.gateway.server_ssl is None:
+                    await self.client.send_all(b"N")
+                    continue
+                await self.client.send_all(b"S")
+                tls = trio.SSLStream(self.client, self.gateway.server_ssl, server_side=True)
+                await tls.do_handshake()
+                self.client = tls
+                self.tls = True
+                continue
+            if isinstance(packet, GSSENCRequest):
+                if framer.buf:
+                    raise ProtocolViolation("data received after GSSENCRequest")
+                await self.client.send_all(b"N")
+                continue
+            if isinstance(packet, CancelRequest):
+                await self.gateway.cancel(packet.process_id, packet.secret_key)
+                return None
+            assert isinstance(packet, StartupMessage)
+            rest = framer.take_rest()
+            if rest:
+                self.client_framer.feed(rest)
+            return packet
+
+    async def _authenticate(self, startup: StartupMessage) -> None:
+        params = startup.params
+        unrecognized = [k for k in params if k.startswith("_pq_.")]
+        if startup.minor > 0 or unrecognized:
+            await self.send_client(codec.negotiate_protocol_version(0, unrecognized))
+        self.user = params.get("user")
+        if not self.user:
+            raise NotPermitted("pgguard: no user name in the startup packet")
+        self.database = params.get("database") or self.user
+        if not (self.tls or self.cfg.listen.allow_plaintext or is_loopback(self.local_host)):
+            raise TLSRequired("pgguard: TLS is required: connect with sslmode=require",
+                              hint="the password is an OIDC token and is never sent in clear")
+        if params.get("replication") not in (None, "false", "0", "off", "no"):
+            raise NotPermitted("pgguard: replication connections are not allowed")
+        await self.send_client(codec.authentication(AUTH_CLEARTEXT))
+        msg = await self._receive_password()
+        token = msg.data.rstrip(b"\0").decode("utf-8", "replace").strip()
+        self.identity = await self.gateway.verifier.verify(token, self.user)
+        log.info("event=authenticated session=%s user=%s groups=%s peer=%s tls=%s db=%s",
+                 self.session_id, self.user, ",".join(self.identity.groups), self.peer,
+                 self.tls, self.database)
+
+    async def _receive_password(self) -> PasswordMessage:
+        while True:
+            frame = self.client_framer.next_frame()
+            if frame is not None:
+                kind, start, end = frame
+                if kind != b"p":
+                    raise ProtocolViolation("expected a password message")
+                msg = self.client_framer.decode(kind, start, end)
+                assert isinstance(msg, PasswordMessage)
+                return msg
+            data = await self._receive_client()
+            if not data:
+                raise trio.ClosedResourceError
+            self.client_framer.feed(data)
+
+    def _upstream_params(self, startup: StartupMessage) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for name, value in startup.params.items():
+            if name in ("user", "database") or name.startswith("_pq_."):
+                continue
+            if name in REFUSED_PARAMS:
+                raise PolicyDenied(f"pgguard: startup parameter {name!r} is not allowed",
+                                   ) from None
+            if name == "options":
+                out[name] = _check_options(value)
+            elif name in FORWARDED_PARAMS:
+                out[name] = value
+            else:
+                log.info("event=startup_param_dropped session=%s name=%s", self.session_id, name)
+        return out
+
+    async def _connect_upstream(self, startup: StartupMessage) -> bytes:
+        conn = self.cfg.connection(self.database or "")
+        if conn is None:
+            raise UnknownConnection(f"pgguard: no connection named {self.database!r}")
+        assert self.identity is not None
+        guard = self.gateway.guard_for(conn, self.identity, self)
+        if guard is None:
+            raise NotPermitted(f"pgguard: user {self.user!r} has no grant on connection "
+                               f"{conn.name!r}")
+        self.guard = guard
+        params = self._upstream_params(startup)
+        source = self.gateway.credentials.source_for(guard.vault_role)
+        self.lease = await source.acquire(conn, guard.vault_role, self.user or "")
+        self.lease.role = guard.vault_role
+        try:
+            self.link = await backend.connect(conn, self.lease.user, self.lease.password,
+                                              params, self.cfg.listen.max_message_size)
+        except backend.UpstreamRefused as exc:
+            log.warning("event=upstream_login_refused session=%s connection=%s sqlstate=%s",
+                        self.session_id, conn.name, exc.fields.get("C"))
+            raise
+        self.gateway.watch_lease(self)
+        parts = [codec.authentication(AUTH_OK)]
+        parts.extend(self.link.startup_messages)
+        parts.append(codec.backend_key_data(self.link.process_id, self.secret_key))
+        parts.append(codec.ready_for_query("I"))
+        return b"".join(parts)
+
+    # --- relay --------------------------------------------------------------------
+
+    async def _relay(self) -> None:
+        assert self.link is not None and self.lease is not None
+        source = self.gateway.credentials.source_for(self.lease.role)
+        async with trio.open_nursery() as nursery:
+            self.cancel_scope = nursery.cancel_scope
+            nursery.start_soon(self._pump_frontend, nursery.cancel_scope)
+            nursery.start_soon(self._pump_backend, nursery.cancel_scope)
+            nursery.start_soon(self._watch_lease, source, nursery.cancel_scope)
+
+    async def _watch_lease(self, source, scope: trio.CancelScope) -> None:
+        assert self.lease is not None
+        async with trio.open_nursery() as n:
+            n.start_soon(source.keep_alive, self.lease)
+            await self.lease.expired.wait()
+            n.cancel_scope.cancel()
+        from ..errors import CredentialsExpired
+        self.end_reason = "credentials expired"
+        await self.send_error(CredentialsExpired("pgguard: credentials expired"))
+        scope.cancel()
+
+    async def _send_upstream(self, data: bytes) -> None:
+        assert self.link is not None
+        await self.link.stream.send_all(data)
+
+    async def _pump_frontend(self, scope: trio.CancelScope) -> None:
+        framer = self.client_framer
+        guard = self.guard
+        assert guard is not None
+        skipping = False
+        while True:
+            buf = framer.buf
+            out: list[bytes] = []
+            run_start = run_end = -1
+            while (frame := framer.next_frame()) is not None:
+                kind, start, end = frame
+                k = kind[0]
+                if k not in READY_KINDS:
+                    raise ProtocolViolation(f"unexpected message type {kind!r}")
+                replacement: bytes | None = None
+                if skipping:
+                    if k in SKIPPED_AFTER_ERROR:
+                        replacement = b""
+                    elif k == 0x53:  # Sync
+                        skipping = False
+                elif k == 0x51 or k == 0x50 or k == 0x46:  # Query, Parse, FunctionCall
+                    msg = framer.decode(kind, start, end)
+                    verdict = guard.check(msg)
+                    if verdict is not None:
+                        if verdict.hold:
+                            # Send what came before, then wait for a human.
+                            if run_start >= 0:
+                                out.append(bytes(buf[run_start:run_end]))
+                                run_start = -1
+                            if out:
+                                await self._send_upstream(b"".join(out))
+                                out = []
+                            verdict = await guard.wait_for_approval(verdict)
+                        if verdict.refuse is not None:
+                            replacement = self._refusal(kind, msg, verdict)
+                            skipping = k == 0x50
+                    guard.note_sent(msg, verdict)
+                elif k == 0x58:  # Terminate
+                    if run_start >= 0:
+                        out.append(bytes(buf[run_start:run_end]))
+                    out.append(codec.terminate())
+                    await self._send_upstream(b"".join(out))
+                    self.end_reason = "client terminated"
+                    scope.cancel()
+                    return
+                if replacement is None:
+                    if run_start < 0:
+                        run_start = start
+                    elif run_end != start:
+                        out.append(bytes(buf[run_start:run_end]))
+                        run_start = start
+                    run_end = end
+                else:
+                    if run_start >= 0:
+                        out.append(bytes(buf[run_start:run_end]))
+                        run_start = -1
+                    if replacement:
+                        out.append(replacement)
+            if run_start >= 0:
+                out.append(bytes(buf[run_start:run_end]))
+            if out:
+                await self._send_upstream(out[0] if len(out) == 1 else b"".join(out))
+            data = await self._receive_client()
+            if not data:
+                self.end_reason = "client disconnected"
+                scope.cancel()
+                return
+            framer.feed(data)
+
+    def _refusal(self, kind: bytes, msg, verdict: Verdict) -> bytes:
+        """Replace a refused statement with one that fails in PostgreSQL's parser.
+
+        Sending a statement that fails upstream (and rewriting its error on the way back)
+        keeps every pipelined response in order and fails an open transaction exactly as
+        PostgreSQL would, without the refused text ever reaching the database.
+        """
+        marker = f"pgguard_refused_{secrets.token_hex(6)}"
+        exc = verdict.refuse
+        assert exc is not None
+        self.rewrites.append((marker.encode(), codec.error_response(
+            "ERROR", exc.sqlstate, exc.message, exc.detail, exc.hint)))
+        if kind == b"Q":
+            return codec.query(marker)
+        if kind == b"P":
+            return codec.parse(msg.name, marker)
+        # FunctionCall has no SQL to replace: run the marker as a simple query instead.
+        return codec.query(marker)
+
+    async def _pump_backend(self, scope: trio.CancelScope) -> None:
+        assert self.link is not None
+        framer = self.link.framer
+        stream = self.link.stream
+        guard = self.guard
+        assert guard is not None
+        observe = guard.observes_results
+        while True:
+            buf = framer.buf
+            out: list[bytes] = []
+            run_start = run_end = -1
+            while (frame := framer.next_frame()) is not None:
+                kind, start, end = frame
+                k = kind[0]
+                replacement: bytes | None = None
+                if k == 0x5A:  # ReadyForQuery
+                    self.txn_status = chr(buf[start + 5])
+                elif k == 0x45 and self.rewrites:  # ErrorResponse
+                    marker, rewritten = self.rewrites[0]
+                    if buf.find(marker, start, end) >= 0:
+                        self.rewrites.popleft()
+                        replacement = rewritten
+                if observe:
+                    replacement = guard.on_backend(kind, framer, start, end, replacement)
+                if replacement is None:
+                    if run_start < 0:
+                        run_start = start
+                    elif run_end != start:
+                        out.append(bytes(buf[run_start:run_end]))
+                        run_start = start
+                    run_end = end
+                else:
+                    if run_start >= 0:
+                        out.append(bytes(buf[run_start:run_end]))
+                        run_start = -1
+                    if replacement:
+                        out.append(replacement)
+            if run_start >= 0:
+                out.append(bytes(buf[run_start:run_end]))
+            if out:
+                data = out[0] if len(out) == 1 else b"".join(out)
+                if observe:
+                    await guard.before_send(data)
+                await self.send_client(data)
+            data = await stream.receive_some(RECEIVE_SIZE)
+            if not data:
+                self.end_reason = "database closed the connection"
+                scope.cancel()
+                return
+            framer.feed(data)
+
+    # --- cancel -------------------------------------------------------------------
+
+    async def cancel_request(self) -> None:
+        """The client asked to cancel: withdraw a held statement or cancel upstream."""
+        if self.guard is not None and self.guard.withdraw():
+            return
+        if self.link is not None and self.guard is not None:
+            await backend.send_cancel(self.guard.conn, self.link.process_id,
+                                      self.link.secret_key)

@@ -1,0 +1,137 @@
+"""Incremental framing of PostgreSQL messages from any chunking of the byte stream.
+
+No I/O: ``feed()`` bytes in, ``next_frame()`` / ``next_message()`` out, or NEED_DATA.
+Lengths are checked against the configured maximum before anything is buffered beyond
+the header, so a client cannot make the gateway hold a gigabyte it announced.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Final
+
+from ..errors import ProtocolViolation
+from .codec import ProtocolError, decode_backend, decode_frontend, decode_startup
+from .messages import Message, StartupPacket
+
+
+class NeedData:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+NEED_DATA: Final = NeedData()
+
+_HEADER = struct.Struct("!cI")
+_U32 = struct.Struct("!I")
+DEFAULT_MAX_SIZE = 64 * 1024 * 1024
+
+
+class Framer:
+    """Splits a byte stream of typed messages (type byte + Int32 length) into frames.
+
+    A frame is ``(kind, start, end)``: offsets into :attr:`buf` of the whole message,
+    header included, so the caller can forward ``buf[start:end]`` untouched.
+    Frames stay valid until the next :meth:`feed`.
+    """
+
+    __slots__ = ("buf", "pos", "max_size", "_backend")
+
+    def __init__(self, max_size: int = DEFAULT_MAX_SIZE, backend: bool = False):
+        self.buf = bytearray()
+        self.pos = 0
+        self.max_size = max_size
+        self._backend = backend
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        if self.pos:
+            # Compact once per feed rather than once per message.
+            del self.buf[:self.pos]
+            self.pos = 0
+        self.buf += data
+
+    @property
+    def pending(self) -> int:
+        """Bytes buffered but not yet returned as frames."""
+        return len(self.buf) - self.pos
+
+    def next_frame(self) -> tuple[bytes, int, int] | None:
+        """The next complete frame, or None when more bytes are needed.
+
+        Raises:
+            ProtocolViolation: the length word is impossible or over the limit.
+        """
+        buf = self.buf
+        pos = self.pos
+        if len(buf) - pos < 5:
+            return None
+        kind, size = _HEADER.unpack_from(buf, pos)
+        if size < 4 or size > self.max_size:
+            raise ProtocolViolation(
+                f"message {kind!r} claims {size} bytes (limit {self.max_size})")
+        end = pos + 1 + size
+        if len(buf) < end:
+            return None
+        self.pos = end
+        return kind, pos, end
+
+    def next_message(self) -> Message | NeedData:
+        """Decode the next complete message.
+
+        Raises:
+            ProtocolViolation: the message is malformed or oversized.
+        """
+        frame = self.next_frame()
+        if frame is None:
+            return NEED_DATA
+        kind, start, end = frame
+        return self.decode(kind, start, end)
+
+    def decode(self, kind: bytes, start: int, end: int) -> Message:
+        try:
+            if self._backend:
+                return decode_backend(kind, self.buf, start, end)
+            return decode_frontend(kind, self.buf, start, end)
+        except ProtocolError as exc:
+            raise ProtocolViolation(f"malformed {kind!r} message: {exc}") from None
+
+
+class StartupFramer:
+    """Frames the untyped packets a client sends before authentication."""
+
+    __slots__ = ("buf", "max_size")
+
+    def __init__(self, max_size: int = 10000):
+        self.buf = bytearray()
+        self.max_size = max_size
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        self.buf += data
+
+    def next_packet(self) -> StartupPacket | NeedData:
+        """Decode the next startup packet.
+
+        Raises:
+            ProtocolViolation: malformed, oversized or unsupported protocol.
+        """
+        if len(self.buf) < 4:
+            return NEED_DATA
+        (size,) = _U32.unpack_from(self.buf, 0)
+        if size < 8 or size > self.max_size:
+            raise ProtocolViolation(f"invalid startup packet length {size}")
+        if len(self.buf) < size:
+            return NEED_DATA
+        try:
+            packet = decode_startup(self.buf, 0, size)
+        except ProtocolError as exc:
+            raise ProtocolViolation(f"invalid startup packet: {exc}") from None
+        del self.buf[:size]
+        return packet
+
+    def take_rest(self) -> bytes:
+        """Bytes received after the last packet (typed messages that followed early)."""
+        rest = bytes(self.buf)
+        self.buf.clear()
+        return rest
