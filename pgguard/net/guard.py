@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 import trio
 
 from .. import policy
+from ..approvals import held_notice
 from ..config import ConnectionConfig
-from ..errors import ApprovalTimeout, GatewayError, PolicyDenied, QueryCanceled
+from ..errors import GatewayError, PolicyDenied, QueryCanceled
 from ..wire.messages import FunctionCall, Parse, Query
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ class Verdict:
     hold: bool = False
     refuse: GatewayError | None = None
     request_id: int | None = None
+    classification: policy.Classification | None = None
 
 
 class Guard:
@@ -50,6 +52,8 @@ class Guard:
         self.groups = tuple(identity.groups)
         self.vault_role = pol.vault_role_for(self.groups)
         self._held: trio.CancelScope | None = None
+        self.prepared: dict[str, policy.Classification] = {}
+        self.standard_strings = True
         self._withdrawn = False
 
     def check(self, msg) -> Verdict | None:
@@ -59,67 +63,96 @@ class Guard:
         elif isinstance(msg, Parse):
             sql, protocol = msg.sql, "extended"
         elif isinstance(msg, FunctionCall):
-            sql, protocol = f"-- FunctionCall oid {msg.function_oid}", "function"
+            return self._function_call(msg)
         else:
             return None
-        if protocol == "function":
-            cls = policy.unknown_classification("FunctionCall",
-                                                 "fastpath function call by OID")
-        else:
-            cls = policy.classify(sql)
+        cls = policy.classify(sql, self.prepared, standard_strings=self.standard_strings)
+        decision = self.policy.decide(self.groups, cls)
+        if decision.action == "allow":
+            self._remember(cls)
+            return None
+        verdict = self._verdict(decision, sql, protocol)
+        verdict.classification = cls
+        return verdict
+
+    def _function_call(self, msg: FunctionCall) -> Verdict | None:
+        # The fastpath names a function by OID only: nothing to classify, so it is unknown.
+        info = policy.StatementInfo("unknown", "FunctionCall",
+                                    f"fastpath call of function OID {msg.function_oid}",
+                                    "", frozenset({"unknown"}))
+        cls = policy.Classification((info,), "unknown", frozenset({"unknown"}))
         decision = self.policy.decide(self.groups, cls)
         if decision.action == "allow":
             return None
+        return self._verdict(decision, f"-- FunctionCall oid {msg.function_oid}", "function")
+
+    def _verdict(self, decision: policy.Decision, sql: str, protocol: str) -> Verdict:
         verdict = Verdict(decision, sql, protocol)
         if decision.action == "review" and self.gateway.approvals is not None:
             verdict.hold = True
             return verdict
-        if decision.action == "review":
-            verdict.refuse = PolicyDenied(
-                policy.deny_message(decision, self.conn.name, review=True))
-        else:
-            verdict.refuse = PolicyDenied(policy.deny_message(decision, self.conn.name))
+        verdict.refuse = PolicyDenied(policy.deny_message(decision, self.conn.name),
+                                      detail=decision.reason or None)
         log.info("event=statement_refused session=%s user=%s category=%s kind=%s action=%s",
                  self.session.session_id, self.identity.user, decision.category,
                  decision.kind, decision.action)
         return verdict
 
+    def _remember(self, cls: policy.Classification) -> None:
+        """Track SQL-level PREPARE/DEALLOCATE so a later EXECUTE is judged by its body.
+
+        Updated when the statement is let through, before the server answers. A PREPARE
+        of a name already known never replaces it (the server refuses it too), so a failed
+        re-PREPARE cannot make a stricter body look harmless.
+        """
+        for st in cls.statements:
+            if st.prepares is not None:
+                if st.prepares not in self.prepared:
+                    self.prepared[st.prepares] = policy.Classification(
+                        (st,), st.category, st.categories)
+            elif st.deallocates == "*":
+                self.prepared.clear()
+            elif st.deallocates is not None:
+                self.prepared.pop(st.deallocates, None)
+
     async def wait_for_approval(self, verdict: Verdict) -> Verdict:
         """Hold the statement until an approver decides, the timeout, or a cancel."""
         approvals = self.gateway.approvals
         assert verdict.decision is not None
-        req = await approvals.submit(
-            user=self.identity.user, groups=list(self.groups), connection=self.conn.name,
-            category=verdict.decision.category, kind=verdict.decision.kind,
-            reason=verdict.decision.reason, sql=verdict.sql, params=[],
-            gateway=self.gateway.instance)
+        try:
+            req = await approvals.submit(
+                user=self.identity.user, groups=list(self.groups), connection=self.conn.name,
+                category=verdict.decision.category, kind=verdict.decision.kind,
+                reason=verdict.decision.reason, sql=verdict.sql, params=[])
+        except GatewayError as exc:
+            verdict.hold = False
+            verdict.refuse = PolicyDenied(f"pgguard: statement needs approval, but {exc.message}")
+            return verdict
         verdict.request_id = req.id
-        await self.session.notice(f"pgguard: statement held for approval as request {req.id}")
+        await self.session.notice(held_notice(req))
         self._withdrawn = False
+        final = None
         with trio.CancelScope() as scope:
             self._held = scope
             try:
                 final = await approvals.wait(req.id, self.gateway.cfg.approvals.timeout_s)
+            except GatewayError as exc:
+                verdict.hold = False
+                verdict.refuse = exc
+                return verdict
             finally:
                 self._held = None
-        if scope.cancelled_caught or self._withdrawn:
-            await approvals.withdraw(req.id)
-            verdict.hold = False
-            verdict.refuse = QueryCanceled(
-                f"pgguard: request {req.id} withdrawn: canceling statement due to user request")
-            return verdict
         verdict.hold = False
-        if final.status == "approved":
+        if final is None or self._withdrawn:
+            # wait() withdraws the request itself when cancelled.
+            verdict.refuse = QueryCanceled(
+                f"pgguard: canceling statement due to user request (request {req.id} withdrawn)")
             return verdict
-        if final.status == "denied":
-            reason = final.decision_reason or "no reason given"
-            verdict.refuse = PolicyDenied(
-                f"pgguard: request {req.id} denied by {final.decided_by}: {reason}")
-        elif final.status == "timeout":
-            verdict.refuse = ApprovalTimeout(
-                f"pgguard: request {req.id} timed out waiting for approval")
-        else:
-            verdict.refuse = QueryCanceled(f"pgguard: request {req.id} {final.status}")
+        verdict.refuse = final.error()
+        if verdict.refuse is None and verdict.classification is not None:
+            self._remember(verdict.classification)
+        log.info("event=approval_final session=%s request=%s status=%s",
+                 self.session.session_id, req.id, final.status)
         return verdict
 
     def withdraw(self) -> bool:

@@ -137,8 +137,8 @@ class Gateway:
             self._nursery = nursery
             if hasattr(signal, "SIGHUP") and trio.lowlevel.current_root_task() is not None:
                 nursery.start_soon(self._watch_sighup)
-            if self.approvals is not None and hasattr(self.approvals, "run"):
-                await nursery.start(self.approvals.run)
+            if self.approvals is not None:
+                await self.approvals.start()
             if self.recorder is not None:
                 await nursery.start(self.recorder.run)
             task_status.started(self.port)
