@@ -58,7 +58,7 @@ MAX_DOCUMENT_BYTES = 1024 * 1024
 #: After a failed fetch, callers fail fast for this long instead of each retrying.
 RETRY_AFTER_FAILURE_S = 1.0
 
-_COMPACT_JWS = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
+_COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 # Algorithm names we may echo in an error message: registered JWS names only, so a
 # forged header cannot smuggle arbitrary text into the client's error.
 _KNOWN_ALGS = frozenset({
@@ -357,7 +357,7 @@ class TokenVerifier:
 
     def _verify(self, token: str, user: str) -> Identity:
         if (not isinstance(token, str) or len(token) > MAX_TOKEN_BYTES
-                or not _COMPACT_JWS.match(token)):
+                or not _COMPACT_JWS.fullmatch(token)):
             raise InvalidToken("pgguard: password is not a valid token")
         try:
             header = jwt.get_unverified_header(token)

@@ -29,6 +29,8 @@ import trio
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from harness.openbao import BaoServer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pgguard.config import IdentityConfig, parse
 from pgguard.errors import InvalidToken, NotPermitted
@@ -750,3 +752,78 @@ def test_bao_database_secrets_issue_real_roles(bao_running: BaoServer, pg) -> No
     bao_running.client().sys.revoke_lease(creds["lease_id"])
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(pg.dsn(user=user, password=password)).close()
+
+
+# --- fuzz: nothing but InvalidToken / NotPermitted ever leaves the verifier ---------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**63, 2**63) | st.floats(allow_nan=False)
+    | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=4),
+    max_leaves=10)
+CLAIMS = ["iss", "aud", "exp", "nbf", "iat", "sub", "username", "groups", "jti"]
+
+
+@pytest.fixture(scope="module")
+def fuzz_idp(rsa_keys) -> LocalIdP:
+    server = LocalIdP()
+    server.publish(rsa_keys[0], "k1")
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(claims=st.dictionaries(st.sampled_from(CLAIMS), json_values, max_size=6),
+       header=st.dictionaries(st.sampled_from(["typ", "cty", "crit", "x5u", "jku"]),
+                              json_values, max_size=2))
+def test_fuzz_signed_claims(fuzz_idp: LocalIdP, rsa_keys, claims: dict, header: dict) -> None:
+    verifier = fuzz_verifier(fuzz_idp)
+    # PyJWS, not jwt.encode: the latter refuses some malformed claims we want to send.
+    # Random claims over a valid token, so every check gets reached, not only the first.
+    now = int(time.time())
+    payload = {"iss": fuzz_idp.issuer, "aud": "pgguard", "username": "alice",
+               "exp": now + 60, **claims}
+    token = jwt.PyJWS().encode(json.dumps(payload).encode(), rsa_keys[0], algorithm="RS256",
+                               headers=dict(header, kid="k1"))
+    try:
+        ident = verifier.verify_sync(token, "alice")
+    except (InvalidToken, NotPermitted) as exc:
+        assert exc.message.startswith("pgguard: ")
+        assert_no_token(exc.message, token)
+    else:
+        assert ident.user == "alice"
+        assert all(isinstance(g, str) for g in ident.groups)
+        assert ident.expires_at is not None and ident.expires_at > time.time() - 1
+
+
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.one_of(
+    st.text(max_size=200),
+    st.lists(st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_",
+                     max_size=40), min_size=1, max_size=5).map(".".join),
+    st.tuples(json_values, json_values, st.binary(max_size=40)).map(
+        lambda t: f"{b64json(t[0])}.{b64json(t[1])}.{b64url(t[2])}"),
+))
+def test_fuzz_garbage(fuzz_idp: LocalIdP, token: str) -> None:
+    try:
+        fuzz_verifier(fuzz_idp).verify_sync(token, "alice")
+    except (InvalidToken, NotPermitted) as exc:
+        assert exc.message.startswith("pgguard: ")
+        assert_no_token(exc.message, token)
+    else:
+        pytest.fail("garbage verified")
+
+
+_fuzz_verifiers: dict[str, TokenVerifier] = {}
+
+
+def fuzz_verifier(server: LocalIdP) -> TokenVerifier:
+    # One verifier per IdP: the fuzz cases exercise the checks, not the JWKS fetch.
+    if server.issuer not in _fuzz_verifiers:
+        _fuzz_verifiers[server.issuer] = TokenVerifier(server.cfg())
+    return _fuzz_verifiers[server.issuer]
