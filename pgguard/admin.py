@@ -180,6 +180,11 @@ def tokenize(text: str) -> list[_Token]:
 
 # ---------------------------------------------------------------------------- parser
 
+def _describe(t: _Token) -> str:
+    # Never echo a literal's text back: it may be long, and it is the approver's data.
+    return "a string literal" if t.kind == "string" else repr(t.value)
+
+
 def parse(text: str) -> Command:
     """Parse one console command.
 
@@ -209,8 +214,7 @@ def parse(text: str) -> Command:
             raise _error(text, len(text), f"expected {what} at end of command")
         t = toks[pos]
         if t.kind != kind or (value is not None and t.value != value):
-            shown = t.value if t.kind != "string" else "a string literal"
-            raise _error(text, t.pos, f"expected {what}, got {shown!r}")
+            raise _error(text, t.pos, f"expected {what}, got {_describe(t)}")
         pos += 1
         return t
 
@@ -224,8 +228,7 @@ def parse(text: str) -> Command:
     def end() -> None:
         if pos < len(toks):
             t = toks[pos]
-            shown = t.value if t.kind != "string" else "a string literal"
-            raise _error(text, t.pos, f"unexpected {shown!r} after the command")
+            raise _error(text, t.pos, f"unexpected {_describe(t)} after the command")
 
     first = take("word", "a command")
     if first.value == "HELP":
