@@ -558,7 +558,7 @@ def _statement(node_type: str, node: dict[str, Any], facts: _Facts) -> str:
         category, kind = static
         if node_type not in _DML_KINDS:  # the walk names INSERT/UPDATE/DELETE/MERGE itself
             facts.add(category, _SPECIFIC_REASONS.get(node_type) or _STATIC_REASONS[category])
-        _walk(node, facts)
+        _walk({node_type: node}, facts)  # wrapped, so the walk sees the node's own type
         return kind
 
     if node_type == "DropStmt":
