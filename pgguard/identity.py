@@ -117,7 +117,9 @@ class _KeyCache:
         self._attempted_at = float("-inf")
         self._failed = False
         self.fetches = 0
-        self._ssl = ssl.create_default_context(cafile=cfg.ca_file) if cfg.ca_file else None
+        context = ssl.create_default_context(cafile=cfg.ca_file) if cfg.ca_file else None
+        self._opener = urllib.request.build_opener(
+            urllib.request.HTTPSHandler(context=context), _HttpOnlyRedirects())
 
     def find(self, kid: str | None, alg: str) -> dict[str, Any]:
         """The JWK that signed a token with this *kid* and *alg*.
@@ -213,8 +215,7 @@ class _KeyCache:
         request = urllib.request.Request(
             url, headers={"Accept": "application/json", "User-Agent": "pgguard"})
         try:
-            with urllib.request.urlopen(request, timeout=remaining,
-                                        context=self._ssl) as resp:
+            with self._opener.open(request, timeout=remaining) as resp:
                 body = resp.read(MAX_DOCUMENT_BYTES + 1)
         except urllib.error.HTTPError as exc:
             raise _ProviderUnavailable(f"{url}: HTTP {exc.code}") from None
@@ -232,6 +233,17 @@ class _KeyCache:
         if not isinstance(document, dict):
             raise _ProviderUnavailable(f"{url}: not a JSON object")
         return document
+
+
+class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects to http(s) URLs only (urllib would also follow ftp://)."""
+
+    def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str,
+                         headers: Any, newurl: str) -> urllib.request.Request | None:
+        if urllib.parse.urlsplit(newurl).scheme not in ("http", "https"):
+            raise urllib.error.HTTPError(newurl, code, "redirect to a non-HTTP URL",
+                                         headers, fp)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
 def _key_fits(jwk: dict[str, Any], alg: str) -> bool:

@@ -743,15 +743,20 @@ def test_bao_database_secrets_issue_real_roles(bao_running: BaoServer, pg) -> No
         "reader": ('CREATE ROLE "{{name}}" WITH LOGIN PASSWORD \'{{password}}\' '
                    "VALID UNTIL '{{expiration}}'; GRANT pg_read_all_data TO \"{{name}}\";"),
     }, default_ttl="1m", max_ttl="5m", mount=mount)
-    creds = bao_running.client().secrets.database.generate_credentials(
-        "reader", mount_point=mount)
-    user, password = creds["data"]["username"], creds["data"]["password"]
-    assert 0 < creds["lease_duration"] <= 60
-    with psycopg.connect(pg.dsn(user=user, password=password)) as conn:
-        assert conn.execute("SELECT current_user").fetchone()[0] == user
-    bao_running.client().sys.revoke_lease(creds["lease_id"])
-    with pytest.raises(psycopg.OperationalError):
-        psycopg.connect(pg.dsn(user=user, password=password)).close()
+    try:
+        creds = bao_running.client().secrets.database.generate_credentials(
+            "reader", mount_point=mount)
+        user, password = creds["data"]["username"], creds["data"]["password"]
+        assert 0 < creds["lease_duration"] <= 60
+        with psycopg.connect(pg.dsn(user=user, password=password)) as conn:
+            assert conn.execute("SELECT current_user").fetchone()[0] == user
+        bao_running.client().sys.revoke_lease(creds["lease_id"])
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(pg.dsn(user=user, password=password)).close()
+        assert pg.psql(f"SELECT count(*) FROM pg_roles WHERE rolname = '{user}'") == "0"
+    finally:
+        # Closes the plugin's connections, or stopping the cluster would wait for them.
+        bao_running.disable_database_secrets(mount)
 
 
 # --- fuzz: nothing but InvalidToken / NotPermitted ever leaves the verifier ---------------

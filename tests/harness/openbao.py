@@ -328,6 +328,10 @@ class BaoServer:
             max_ttl: longest a lease can be renewed to.
             mount: where to mount the engine.
             db_name: the connection's name inside the mount.
+
+        The plugin keeps connections to the cluster open: call
+        :meth:`disable_database_secrets` before the cluster stops, or its (smart)
+        shutdown waits for them.
         """
         db = _DatabaseMount(
             mount=mount, db_name=db_name,
@@ -337,6 +341,13 @@ class BaoServer:
             roles=dict(roles), default_ttl=default_ttl, max_ttl=max_ttl)
         self._apply_database(db)
         self._databases[mount] = db
+
+    def disable_database_secrets(self, mount: str = "database") -> None:
+        """Unmount a database secrets engine: revokes its leases (dropping the roles it
+        created) and closes its connections; forgotten for restarts."""
+        self._databases.pop(mount, None)
+        if self.running:
+            self.client().sys.disable_secrets_engine(path=mount)
 
     def _apply_database(self, db: _DatabaseMount) -> None:
         c = self.client()
