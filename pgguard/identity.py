@@ -127,6 +127,13 @@ class _KeyCache:
         Raises:
             InvalidToken: no such key (even after one refresh), or provider unavailable.
         """
+        # Fast path without the lock: a known key in a fresh cache must not wait behind
+        # a refresh that some other (perhaps garbage) token started.
+        keys, fetched_at = self._keys, self._fetched_at
+        if keys is not None and self._clock() - fetched_at < self._cfg.jwks_cache_s:
+            jwk = _select(keys, kid, alg)
+            if jwk is not None:
+                return jwk
         if not self._lock.acquire(timeout=self._cfg.fetch_timeout_s):
             raise InvalidToken(UNAVAILABLE)
         try:
@@ -135,30 +142,19 @@ class _KeyCache:
             if self._keys is None or now - self._fetched_at >= self._cfg.jwks_cache_s:
                 self._refresh(now)
                 refreshed = True
-            jwk = self._select(kid, alg)
+            assert self._keys is not None
+            jwk = _select(self._keys, kid, alg)
             if (jwk is None and not refreshed
                     and now - self._attempted_at >= self._min_refresh):
                 # Unknown kid: the issuer may have rotated its keys since we fetched.
                 log.info("jwks_refresh reason=unknown_kid")
                 self._refresh(now)
-                jwk = self._select(kid, alg)
+                jwk = _select(self._keys, kid, alg)
         finally:
             self._lock.release()
         if jwk is None:
             raise InvalidToken("pgguard: token signing key not found")
         return jwk
-
-    def _select(self, kid: str | None, alg: str) -> dict[str, Any] | None:
-        assert self._keys is not None
-        if kid is not None:
-            candidates = self._keys.get(kid, [])
-        else:
-            # No kid: acceptable only when exactly one published key could have signed it.
-            candidates = [k for keys in self._keys.values() for k in keys]
-        usable = [k for k in candidates if _key_fits(k, alg)]
-        if kid is None and len(usable) != 1:
-            return None
-        return usable[0] if usable else None
 
     def _refresh(self, now: float) -> None:
         if self._failed and now - self._attempted_at < RETRY_AFTER_FAILURE_S:
@@ -244,6 +240,20 @@ class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
             raise urllib.error.HTTPError(newurl, code, "redirect to a non-HTTP URL",
                                          headers, fp)
         return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _select(keys: dict[str | None, list[dict[str, Any]]], kid: str | None,
+            alg: str) -> dict[str, Any] | None:
+    """The published key for *kid* that fits *alg*, or None."""
+    if kid is not None:
+        candidates = keys.get(kid, [])
+    else:
+        # No kid: acceptable only when exactly one published key could have signed it.
+        candidates = [k for group in keys.values() for k in group]
+    usable = [k for k in candidates if _key_fits(k, alg)]
+    if kid is None and len(usable) != 1:
+        return None
+    return usable[0] if usable else None
 
 
 def _key_fits(jwk: dict[str, Any], alg: str) -> bool:

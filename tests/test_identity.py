@@ -505,6 +505,29 @@ def test_unknown_kid_refreshes_once_and_is_rate_limited(idp: LocalIdP, rsa_keys)
     assert verifier.jwks_fetches == 3
 
 
+def test_known_keys_do_not_wait_for_a_slow_refresh(idp: LocalIdP, rsa_keys) -> None:
+    clock = FakeClock()
+    verifier = TokenVerifier(idp.cfg(fetch_timeout_s=3), clock=clock)
+    good = idp.sign(rsa_keys[0], "k1")
+    verifier.verify_sync(good, "alice")
+    clock.now += 11
+    idp.delay_s = 2.0
+    seen = len(idp.requests)
+    stranger = threading.Thread(target=lambda: pytest.raises(
+        InvalidToken, verifier.verify_sync, idp.sign(rsa_keys[1], "k-unknown"), "alice"))
+    stranger.start()
+    try:
+        deadline = time.monotonic() + 2
+        while len(idp.requests) == seen and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(idp.requests) > seen  # the unknown kid's refresh is under way
+        started = time.monotonic()
+        assert verifier.verify_sync(good, "alice").user == "alice"
+        assert time.monotonic() - started < 0.5
+    finally:
+        stranger.join(timeout=10)
+
+
 def test_keys_are_cached_for_jwks_cache_s(idp: LocalIdP, rsa_keys) -> None:
     clock = FakeClock()
     verifier = TokenVerifier(idp.cfg(jwks_cache_s=60), clock=clock)
