@@ -1037,7 +1037,7 @@ class Recorder:
             try:
                 number = await trio.to_thread.run_sync(
                     self._writer.write_batch, remaining, sync, rotate,
-                    cancellable=False, limiter=self._limiter)
+                    limiter=self._limiter)
                 break
             except _WriteFailed as exc:
                 self._account(exc.written)
@@ -1078,7 +1078,7 @@ class Recorder:
             while self._queue:
                 batch = self._take_batch()
                 await self._write(batch, False, False)
-            await trio.to_thread.run_sync(self._writer.close, cancellable=False,
+            await trio.to_thread.run_sync(self._writer.close,
                                           limiter=self._limiter)
         except BaseException:
             if self._queue:
