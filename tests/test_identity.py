@@ -466,6 +466,48 @@ def test_openbao_down_then_back(tmp_path) -> None:
         server.stop()
 
 
+def test_persistent_openbao_keeps_keys_and_leases_across_restart(tmp_path, pg) -> None:
+    server = BaoServer(str(tmp_path), persistent=True)
+    server.start()
+    try:
+        token = server.issue_token("alice", ["analysts"])
+        server.enable_database_secrets(pg, {"r": 'CREATE ROLE "{{name}}" LOGIN PASSWORD '
+                                                "'{{password}}' VALID UNTIL '{{expiration}}'"},
+                                       mount="dbp")
+        creds = server.client().secrets.database.generate_credentials("r", mount_point="dbp")
+        server.stop()
+        verifier = TokenVerifier(bao_cfg(server))
+        with pytest.raises(InvalidToken) as excinfo:
+            verifier.verify_sync(token, "alice")
+        assert_rejected(excinfo, InvalidToken, "28P01", token,
+                        says="identity provider unavailable")
+        server.start()
+        time.sleep(1.05)  # past the fail-fast window after a failed fetch
+        assert verifier.verify_sync(token, "alice").groups == ("analysts",)
+        lease = server.client().sys.read_lease(creds["lease_id"])
+        assert lease["data"]["id"] == creds["lease_id"]
+        server.disable_database_secrets("dbp")
+    finally:
+        server.stop()
+
+
+def test_paused_openbao_times_out_then_recovers(bao_running: BaoServer) -> None:
+    token = bao_running.issue_token("alice", ["analysts"])
+    verifier = TokenVerifier(bao_cfg(bao_running, fetch_timeout_s=0.5))
+    bao_running.pause()
+    try:
+        started = time.monotonic()
+        with pytest.raises(InvalidToken) as excinfo:
+            verifier.verify_sync(token, "alice")
+        assert time.monotonic() - started < 1.5
+        assert_rejected(excinfo, InvalidToken, "28P01", token,
+                        says="identity provider unavailable")
+    finally:
+        bao_running.resume()
+    time.sleep(1.05)
+    assert verifier.verify_sync(token, "alice").user == "alice"
+
+
 # --- local IdP: tokens OpenBao will not make ---------------------------------------------
 
 
@@ -511,7 +553,7 @@ def test_known_keys_do_not_wait_for_a_slow_refresh(idp: LocalIdP, rsa_keys) -> N
     good = idp.sign(rsa_keys[0], "k1")
     verifier.verify_sync(good, "alice")
     clock.now += 11
-    idp.delay_s = 2.0
+    idp.delay_s = 1.0
     seen = len(idp.requests)
     stranger = threading.Thread(target=lambda: pytest.raises(
         InvalidToken, verifier.verify_sync, idp.sign(rsa_keys[1], "k-unknown"), "alice"))

