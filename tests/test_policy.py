@@ -224,6 +224,7 @@ def test_every_category_of_a_statement_must_be_allowed():
     assert policy.decide(["g"], classify("CREATE VIEW v AS SELECT 1")).action == "allow"
     d = policy.decide(["g"], classify("CREATE VIEW v AS SELECT nextval('s')"))
     assert (d.action, d.category, d.kind) == ("deny", "write", "CREATE VIEW")
+    assert d.reason == "calls writing function nextval()"
 
 
 def test_no_matching_grant_denies_everything():
