@@ -966,6 +966,9 @@ class Recorder:
         """
         if self._started:
             raise RuntimeError("Recorder.run() is already running")
+        if self._closing:  # closed before it ever ran: nothing to recover or seal
+            task_status.started()
+            return
         self._started = True
         try:
             self._segment = await trio.to_thread.run_sync(self._start_writer,
@@ -978,6 +981,7 @@ class Recorder:
         try:
             await self._loop()
         finally:
+            self._closing = True  # the writer is going away: refuse new records
             with trio.move_on_after(_SHUTDOWN_GRACE_S) as scope:
                 scope.shield = True
                 await self._shutdown()
@@ -989,10 +993,13 @@ class Recorder:
         return self._writer.number
 
     def _take_batch(self) -> list[tuple[float, str, str, bytes]]:
+        # Items stay in the queue until written (_account pops them): a writer cancelled
+        # mid-batch leaves them for the shutdown drain instead of losing them.
         batch = []
         size = 0
-        while self._queue and len(batch) < _MAX_BATCH_RECORDS and size < _MAX_BATCH_BYTES:
-            item = self._queue.popleft()
+        for item in self._queue:
+            if len(batch) >= _MAX_BATCH_RECORDS or size >= _MAX_BATCH_BYTES:
+                break
             size += len(item[3])
             batch.append(item)
         return batch
@@ -1065,6 +1072,7 @@ class Recorder:
             return
         self._done += n
         for _ in range(n):
+            self._queue.popleft()
             self._slots.release()
         if self._pressure and len(self._queue) <= self.cfg.queue_size // 2:
             self._pressure = False
