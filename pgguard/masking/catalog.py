@@ -1,0 +1,166 @@
+"""What the masking layer needs to know about the database: relations, columns, views,
+user-defined functions and types.
+
+The gateway runs :data:`CATALOG_QUERY` on the backend connection (as the session's own
+database user) and hands the rows to :meth:`SqlCatalog.from_rows`; after DDL it runs the
+query again and swaps the catalog (``SessionMasking.set_catalog``). The class never does
+I/O itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+SYSTEM_SCHEMAS = frozenset({"pg_catalog", "information_schema"})
+
+# One statement, one result set of six text columns, so the gateway can run it with a
+# simple Query and collect text-format DataRows. Kinds: r relation, a column, f user
+# function, t user type, s search_path entry.
+CATALOG_QUERY = """\
+SELECT 'r', c.oid::text, n.nspname::text, c.relname::text, c.relkind::text,
+       CASE WHEN c.relkind IN ('v', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+            THEN pg_catalog.pg_get_viewdef(c.oid) END
+  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind IN ('r', 'v', 'm', 'f', 'p') AND n.nspname <> 'pg_toast'
+UNION ALL
+SELECT 'a', a.attrelid::text, a.attnum::text, a.attname::text, a.atttypid::text, NULL
+  FROM pg_catalog.pg_attribute a
+  JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ WHERE a.attnum > 0 AND NOT a.attisdropped
+   AND c.relkind IN ('r', 'v', 'm', 'f', 'p') AND n.nspname <> 'pg_toast'
+UNION ALL
+SELECT DISTINCT 'f', NULL, n.nspname::text, p.proname::text, NULL, NULL
+  FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+ WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+UNION ALL
+SELECT 't', t.oid::text, t.typcategory::text, t.typtype::text, t.typelem::text,
+       t.typbasetype::text
+  FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+ WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+UNION ALL
+SELECT 's', s.ord::text, s.nsp::text, NULL, NULL, NULL
+  FROM unnest(pg_catalog.current_schemas(true)) WITH ORDINALITY AS s(nsp, ord)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Relation:
+    """A relation (table, view, materialized view, foreign or partitioned table)."""
+
+    oid: int
+    schema: str
+    name: str
+    kind: str
+    columns: tuple[tuple[int, str, int], ...] = ()   # (attnum, name, type oid)
+    definition: str | None = field(default=None, repr=False)
+
+    @property
+    def is_view(self) -> bool:
+        return self.kind in ("v", "m")
+
+    def column_names(self) -> list[str]:
+        return [name for _, name, _ in self.columns]
+
+
+class Catalog(Protocol):
+    """What lineage and row rewriting read from the database catalog."""
+
+    def relation_by_oid(self, oid: int) -> Relation | None:
+        """The relation with this OID, or None."""
+
+    def resolve_relation(self, name: str, schema: str | None) -> list[Relation]:
+        """Relations *name* may denote: the schema-qualified one, or for an unqualified
+        name every schema's relation of that name, those on the search_path first."""
+
+    def is_user_function(self, name: str, schema: str | None) -> bool:
+        """True when a user-defined (non-builtin) function may answer to this name."""
+
+    def type_info(self, oid: int) -> tuple[str, str, int, int] | None:
+        """(category, typtype, element oid, base oid) of a user-defined type, or None."""
+
+
+class SqlCatalog:
+    """A :class:`Catalog` built from the rows of :data:`CATALOG_QUERY`.
+
+    Args:
+        relations: the relations.
+        user_functions: (schema, name) of every function outside the system schemas.
+        types: user type oid -> (category, typtype, element oid, base oid).
+        search_path: effective search path (``current_schemas(true)``).
+    """
+
+    def __init__(self, relations: Iterable[Relation],
+                 user_functions: Iterable[tuple[str, str]] = (),
+                 types: dict[int, tuple[str, str, int, int]] | None = None,
+                 search_path: Sequence[str] = ("pg_catalog", "public")):
+        self.relations = {r.oid: r for r in relations}
+        self.search_path = tuple(search_path)
+        self._by_name: dict[str, list[Relation]] = {}
+        for r in self.relations.values():
+            self._by_name.setdefault(r.name, []).append(r)
+        rank = {s: i for i, s in enumerate(self.search_path)}
+        for rels in self._by_name.values():
+            # pg_temp is searched first for relations whatever the search_path says.
+            rels.sort(key=lambda r: (0 if r.schema.startswith("pg_temp") else 1,
+                                     rank.get(r.schema, len(rank)), r.schema))
+        self.user_functions = {name for _, name in user_functions}
+        self._user_functions_q = set(user_functions)
+        self.types = dict(types or {})
+        self.identifiers = frozenset(
+            {r.name for r in self.relations.values()}
+            | {c for r in self.relations.values() for _, c, _ in r.columns}
+            | {s for r in self.relations.values() for s in (r.schema,)})
+        self.generation = 0
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[Sequence[str | None]]) -> SqlCatalog:
+        """Build the catalog from the rows of :data:`CATALOG_QUERY` (text values).
+
+        Args:
+            rows: six-tuples as returned by the query, in text form (or psycopg values).
+
+        Returns:
+            A new catalog.
+        """
+        rels: dict[int, dict] = {}
+        cols: dict[int, list[tuple[int, str, int]]] = {}
+        funcs: list[tuple[str, str]] = []
+        types: dict[int, tuple[str, str, int, int]] = {}
+        path: list[tuple[int, str]] = []
+        for kind, a, b, c, d, e in rows:
+            if kind == "r":
+                rels[int(a)] = {"schema": b, "name": c, "kind": d, "definition": e}
+            elif kind == "a":
+                cols.setdefault(int(a), []).append((int(b), c, int(d)))
+            elif kind == "f":
+                funcs.append((b, c))
+            elif kind == "t":
+                types[int(a)] = (b, c, int(d), int(e))
+            elif kind == "s":
+                path.append((int(a), b))
+        relations = []
+        for oid, r in rels.items():
+            columns = tuple(sorted(cols.get(oid, ())))
+            relations.append(Relation(oid, r["schema"], r["name"], r["kind"], columns,
+                                      r["definition"]))
+        return cls(relations, funcs, types, [s for _, s in sorted(path)])
+
+    def relation_by_oid(self, oid: int) -> Relation | None:
+        return self.relations.get(oid)
+
+    def resolve_relation(self, name: str, schema: str | None) -> list[Relation]:
+        rels = self._by_name.get(name, [])
+        if schema is not None:
+            return [r for r in rels if r.schema == schema]
+        return list(rels)
+
+    def is_user_function(self, name: str, schema: str | None) -> bool:
+        if schema is not None:
+            return schema not in SYSTEM_SCHEMAS
+        return name in self.user_functions
+
+    def type_info(self, oid: int) -> tuple[str, str, int, int] | None:
+        return self.types.get(oid)

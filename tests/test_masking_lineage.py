@@ -1,0 +1,253 @@
+"""Lineage and plans: every query shape against the catalog of fixtures/pii_schema.sql."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from test_masking_fixtures import CFG, load_catalog, make_pii_db
+
+from pgguard.masking import MaskPlan, Refusal, SessionMasking
+
+R = "REFUSE"
+
+
+@pytest.fixture()
+def catalog(pg):
+    return load_catalog(make_pii_db(pg))
+
+
+@pytest.fixture()
+def session(catalog) -> SessionMasking:
+    return SessionMasking(CFG, ["analysts"], catalog, hash_key=b"unit-test-key")
+
+USERS = [None, "null", "hash", "partial", "partial", "redact", "redact", None]
+
+CASES = [
+    ("SELECT id, email, ssn FROM users", [None, "hash", "partial"]),
+    ("SELECT u.email AS e FROM users u", ["hash"]),
+    ("SELECT users.email FROM public.users", ["hash"]),
+    ("SELECT ssn::text FROM users", ["redact"]),
+    ("SELECT CAST(ssn AS varchar(20)) FROM users", ["redact"]),
+    ("SELECT lower(email) FROM users", ["redact"]),
+    ("SELECT upper(name) FROM users", ["null"]),
+    ("SELECT ssn || '' FROM users", ["redact"]),
+    ("SELECT CASE WHEN ssn LIKE '1%' THEN 'a' ELSE 'b' END FROM users", ["redact"]),
+    ("SELECT coalesce(phone, 'x'), nullif(ssn, '') FROM users", ["redact", "redact"]),
+    ("SELECT greatest(ssn, card_number) FROM users", ["redact"]),
+    ("SELECT (SELECT ssn FROM users LIMIT 1)", ["partial"]),
+    ("SELECT ARRAY(SELECT ssn FROM users)", ["redact"]),
+    ("SELECT s FROM (SELECT ssn AS s FROM users) sub", ["partial"]),
+    ("SELECT sub.x FROM (SELECT ssn FROM users) sub(x)", ["partial"]),
+    ("WITH x AS (SELECT email FROM users) SELECT * FROM x", ["hash"]),
+    ("WITH x(e) AS (SELECT email FROM users), y AS (SELECT e FROM x) SELECT e FROM y",
+     ["hash"]),
+    ("WITH RECURSIVE r(n, e) AS (SELECT 1, email FROM users UNION ALL "
+     "SELECT n + 1, e || 'x' FROM r WHERE n < 3) SELECT * FROM r", [None, "redact"]),
+    ("WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 3) "
+     "SELECT n FROM r", [None]),
+    ("SELECT email FROM users UNION SELECT email FROM users", ["hash"]),
+    ("SELECT ssn FROM users UNION ALL SELECT card_number FROM users", ["partial"]),
+    ("SELECT email FROM users UNION SELECT ssn FROM users", ["redact"]),
+    ("SELECT id FROM users UNION SELECT 1", [None]),
+    ("SELECT ssn FROM users INTERSECT SELECT ssn FROM users", ["partial"]),
+    ("SELECT body FROM notes EXCEPT SELECT ssn FROM users", [None]),
+    ("SELECT e.value FROM users u, LATERAL jsonb_array_elements(u.profile->'contacts') e",
+     ["redact"]),
+    ("SELECT e FROM users, jsonb_array_elements_text(profile->'x') AS e", ["redact"]),
+    ("SELECT * FROM users u, LATERAL jsonb_array_elements(u.profile->'contacts') "
+     "WITH ORDINALITY e(v, n)", USERS + ["redact", None]),
+    ("SELECT * FROM jsonb_each((SELECT profile FROM users LIMIT 1))", ["redact", "redact"]),
+    ("SELECT x FROM users u CROSS JOIN LATERAL (SELECT u.ssn AS x) s", ["partial"]),
+    ("SELECT x.email FROM users JOIN LATERAL (SELECT users.email) x ON true", ["hash"]),
+    ("SELECT * FROM user_contacts", [None, "null", "hash", "redact", "redact"]),
+    ("SELECT c.email_lower FROM user_contacts c", ["redact"]),
+    ("SELECT * FROM contact_names", [None, "redact"]),
+    ("SELECT * FROM user_emails", [None, "hash"]),
+    ("SELECT * FROM users", USERS),
+    ("TABLE users", USERS),
+    ("SELECT u.* FROM users u JOIN notes n ON n.user_id = u.id", USERS),
+    ("SELECT n.*, u.ssn FROM users u JOIN notes n ON n.user_id = u.id",
+     [None, None, None, "partial"]),
+    ("SELECT * FROM users JOIN notes USING (id)", USERS + [None, None]),
+    ("SELECT * FROM users NATURAL JOIN notes", USERS + [None, None]),
+    ("SELECT j.email FROM (users JOIN notes USING (id)) AS j", ["hash"]),
+    ("SELECT (u).* FROM users u", USERS),
+    ("SELECT (u).email FROM users u", ["hash"]),
+    ("SELECT u FROM users u", ["null"]),
+    ("SELECT row_to_json(u) FROM users u", ["null"]),
+    ("SELECT to_jsonb(u.*) FROM users u", ["null"]),
+    ("SELECT u::text FROM users u", ["null"]),
+    ("SELECT row_to_json(n) FROM notes n", [None]),
+    ("SELECT string_agg(email, ',') FROM users", ["redact"]),
+    ("SELECT array_agg(ssn ORDER BY id) FROM users", ["redact"]),
+    ("SELECT json_agg(u) FROM users u", ["null"]),
+    ("SELECT jsonb_agg(json_build_object('e', email)) FROM users", ["redact"]),
+    ("SELECT count(ssn), count(*) FROM users", [None, None]),
+    ("SELECT format('%s', ssn), encode(convert_to(ssn, 'UTF8'), 'base64'), "
+     "substr(ssn, 1, 3) FROM users", ["redact", "redact", "redact"]),
+    ("SELECT ssn = '1', ssn IS NULL FROM users", ["redact", "redact"]),
+    ("SELECT get_ssn(1)", ["redact"]),
+    ("SELECT * FROM get_ssn(1)", None),
+    ("SELECT relname FROM pg_class", [None]),
+    ("SELECT most_common_vals::text FROM pg_stats", ["redact"]),
+    ("SELECT query FROM pg_stat_activity", ["redact"]),
+    ("SELECT query_to_xml('select ssn from users', true, true, '')", ["redact"]),
+    ("SELECT t.a FROM (VALUES (1, 'x')) t(a, b)", [None]),
+    ("SELECT (SELECT n.body FROM notes n WHERE n.user_id = u.id LIMIT 1) FROM users u",
+     [None]),
+    ("SELECT a.email FROM users a, users b WHERE a.id = b.id", ["hash"]),
+    ("SELECT email FROM users, notes", ["hash"]),
+    ("SELECT EXISTS (SELECT 1 FROM users WHERE ssn LIKE '1%')", [None]),
+    ("SELECT id IN (SELECT length(ssn) FROM users) FROM users", ["redact"]),
+    ("SELECT jt.* FROM users, JSON_TABLE(profile, '$.contacts[*]' "
+     "COLUMNS (v text PATH '$.value')) jt", ["redact"]),
+    ("UPDATE users SET created_at = now() WHERE id = 1 RETURNING id, ssn", [None, "partial"]),
+    ("DELETE FROM notes WHERE id = 1 RETURNING body", [None]),
+    ("INSERT INTO notes (user_id, body) VALUES (1, 'x') RETURNING *", [None, None, None]),
+    ("UPDATE users u SET created_at = now() FROM notes n WHERE n.user_id = u.id "
+     "RETURNING n.body, u.email", [None, "hash"]),
+    ("WITH d AS (DELETE FROM notes WHERE id = 0 RETURNING user_id) "
+     "SELECT u.ssn FROM users u JOIN d ON d.user_id = u.id", ["partial"]),
+    ("COPY (SELECT ssn FROM users) TO STDOUT", ["partial"]),
+    ("COPY users TO STDOUT", USERS),
+    ("COPY users (email, id) TO STDOUT WITH (FORMAT csv)", ["hash", None]),
+    ("EXPLAIN SELECT ssn FROM users", [None]),
+    ("SHOW search_path", [None]),
+    ("SELECT * FROM no_such_table", None),
+    ("INSERT INTO audit_copy SELECT id, email, ssn FROM users", R),
+    ("INSERT INTO audit_copy (id, email) SELECT id, email FROM users", []),
+    ("UPDATE notes SET body = (SELECT ssn FROM users WHERE id = 1)", R),
+    ("CREATE TABLE t2 AS SELECT ssn FROM users", R),
+    ("SELECT ssn INTO t3 FROM users", R),
+    ("CREATE MATERIALIZED VIEW mv AS SELECT ssn FROM users", []),
+    ("SELECT pg_notify('c', ssn) FROM users", R),
+    ("SELECT set_config('my.x', ssn, false) FROM users", R),
+    ("COPY (SELECT ssn FROM users) TO '/tmp/x'", R),
+    ("EXPLAIN ANALYZE CREATE TABLE t4 AS SELECT ssn FROM users", R),
+]
+
+
+def strategies(plan: MaskPlan | Refusal):
+    if isinstance(plan, Refusal):
+        return R
+    if plan.columns is None:
+        return None
+    return [c.mask.strategy if c.mask else None for c in plan.columns]
+
+
+@pytest.mark.parametrize(("sql", "expected"), CASES, ids=[c[0][:60] for c in CASES])
+def test_lineage(session, sql, expected):
+    plan = session.plan_result(sql)
+    got = strategies(plan)
+    if expected is None:
+        assert got is None and plan.fallback is not None and plan.fallback.strategy in (
+            "redact", "null"), plan
+    else:
+        assert got == expected, getattr(plan, "columns", plan)
+
+
+def test_unknown_width_fallback_masks_all(session):
+    plan = session.plan_result("SELECT * FROM get_ssn(1)")
+    assert plan.mask_for(0, 1).strategy == "redact"
+    assert plan.unknown_relations == ()
+    plan = session.plan_result("SELECT * FROM no_such_table")
+    assert plan.unknown_relations == ("no_such_table",)
+
+
+def test_width_mismatch_uses_fallback(session):
+    plan = session.plan_result("SELECT id, ssn FROM users")
+    assert plan.mask_for(0, 2) is None
+    assert plan.mask_for(0, 3).strategy == "redact"   # a shape we did not predict
+
+
+def test_cursor_and_prepared_statement_carry_plans(session):
+    plans = session.plan("DECLARE c CURSOR FOR SELECT id, email FROM users; FETCH 2 FROM c")
+    assert [p.kind for p in plans] == ["declare", "fetch"]
+    assert strategies(plans[1]) == [None, "hash"]
+    assert strategies(session.plan_result("FETCH NEXT FROM c")) == [None, "hash"]
+    session.plan("CLOSE c")
+    after = session.plan_result("FETCH 1 FROM c")
+    assert after.columns is None and after.fallback.strategy == "redact"
+    session.plan("PREPARE p (int) AS SELECT ssn FROM users WHERE id = $1")
+    assert strategies(session.plan_result("EXECUTE p(1)")) == ["partial"]
+    session.plan("DEALLOCATE ALL")
+    assert session.plan_result("EXECUTE p(1)").columns is None
+
+
+def test_copy_options_parsed(session):
+    plan = session.plan_result(
+        "COPY (SELECT 1) TO STDOUT WITH (FORMAT csv, DELIMITER ';', HEADER, QUOTE '''')")
+    assert plan.kind == "copy_out"
+    assert (plan.copy.format, plan.copy.delimiter, plan.copy.header, plan.copy.quote) == (
+        "csv", ";", True, "'")
+    assert session.plan_result("COPY users TO STDOUT (FORMAT binary)").copy.format == "binary"
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT id FROM users WHERE ssn LIKE '1%'",
+    "SELECT u.id FROM users u JOIN notes n ON n.body = u.email",
+    "SELECT email, count(*) FROM users GROUP BY 1",
+    "SELECT id FROM users ORDER BY ssn",
+    "SELECT DISTINCT ssn FROM users",
+    "SELECT DISTINCT ON (email) id FROM users",
+    "SELECT id FROM users GROUP BY id HAVING max(ssn) > '5'",
+    "SELECT count(*) FILTER (WHERE ssn LIKE '1%') FROM users",
+    "SELECT EXISTS (SELECT 1 FROM users WHERE ssn LIKE '1%')",
+    "SELECT id FROM user_contacts WHERE email_lower LIKE 'a%'",
+    "DELETE FROM notes WHERE user_id IN (SELECT id FROM users WHERE ssn LIKE '1%')",
+])
+def test_deny_predicates(catalog, sql):
+    cfg = dataclasses.replace(CFG, deny_predicates=True)
+    s = SessionMasking(cfg, ["analysts"], catalog, hash_key=b"k")
+    plan = s.plan_result(sql)
+    assert isinstance(plan, Refusal), plan
+    assert plan.sqlstate == "42501" and "masked column" in plan.reason
+    assert plan.error().sqlstate == "42501"
+    # Without the option the same statement runs (masked), and is marked tainted.
+    plain = SessionMasking(CFG, ["analysts"], catalog, hash_key=b"k").plan_result(sql)
+    assert isinstance(plain, MaskPlan) and plain.tainted
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT id FROM users WHERE id = 1 ORDER BY created_at",
+    "SELECT u.id FROM users u JOIN notes n ON n.user_id = u.id WHERE n.body LIKE '%x%'",
+    "SELECT ssn FROM users WHERE id = 3",
+])
+def test_deny_predicates_allows_clear_predicates(catalog, sql):
+    cfg = dataclasses.replace(CFG, deny_predicates=True)
+    plan = SessionMasking(cfg, ["analysts"], catalog, hash_key=b"k").plan_result(sql)
+    assert isinstance(plan, MaskPlan)
+
+
+def test_on_unproven_refuse(catalog):
+    s = SessionMasking(CFG, ["analysts"], catalog, hash_key=b"k", on_unproven="refuse")
+    plan = s.plan_result("SELECT get_ssn(1)")
+    assert isinstance(plan, Refusal) and "get_ssn" in plan.reason
+    assert isinstance(s.plan_result("SELECT ssn FROM users"), MaskPlan)
+
+
+def test_exempt_user_gets_no_masks(catalog):
+    s = SessionMasking(CFG, ["privacy-officers"], catalog, hash_key=b"k")
+    plan = s.plan_result("SELECT ssn, email FROM users WHERE ssn LIKE '1%'")
+    assert plan.masks_nothing
+    assert s.row_masker(plan, [("ssn", 0, 0, 25, 0)]).passthrough
+
+
+def test_unparseable_statement_fails_closed(session):
+    plan = session.plan_result("SELEC ssn FROM users")
+    assert plan.columns is None and plan.fallback.strategy == "redact" and plan.tainted
+
+
+def test_ddl_asks_for_catalog_refresh(session):
+    assert session.plan_result("CREATE TABLE zz (a int)").refresh_catalog
+    assert session.plan_result("ALTER TABLE users ADD COLUMN x int").refresh_catalog
+    assert not session.plan_result("SELECT 1").refresh_catalog
+
+
+def test_tainted_and_opaque_flags(session):
+    assert not session.plan_result("SELECT id FROM users").tainted
+    assert session.plan_result("SELECT ssn FROM users").tainted
+    p = session.plan_result("SELECT shout('x')")
+    assert p.tainted and p.opaque
+    assert session.plan_result("INSERT INTO notes (user_id, body) VALUES (1, 'x')").opaque
