@@ -633,7 +633,7 @@ class _SegmentWriter:
         if not stripped or _is_incomplete(stripped):
             torn = len(rest)
         else:
-            log.error("audit_segment_damaged path=%s offset=%d: bytes after the last record "
+            log.error("event=audit_segment_damaged path=%s offset=%d: bytes after the last record "
                       "are not a torn write; sealing after them so verify reports them",
                       path, end)
         fields = {"reason": "recovered", "torn_bytes": torn}
@@ -649,7 +649,7 @@ class _SegmentWriter:
                 os.fsync(fd)
         finally:
             os.close(fd)
-        log.warning("audit_segment_recovered path=%s records=%d torn_bytes=%d",
+        log.warning("event=audit_segment_recovered path=%s records=%d torn_bytes=%d",
                     path, records, torn)
         self.recovered.append(str(path))
         return mac
@@ -659,10 +659,10 @@ class _SegmentWriter:
             first = next(iter(msgpack.Unpacker(io.BytesIO(data), raw=False)))
             kid = first["fields"]["key_id"]
         except Exception:  # not even a readable segment_start: nothing to chain to
-            log.error("audit_segment_unreadable path=%s: left as is", path)
+            log.error("event=audit_segment_unreadable path=%s: left as is", path)
             return False
         if kid != self._kid:
-            log.error("audit_segment_other_key path=%s key_id=%s: left as is; a new chain "
+            log.error("event=audit_segment_other_key path=%s key_id=%s: left as is; a new chain "
                       "starts", path, kid)
             return False
         return True
@@ -721,7 +721,7 @@ class _SegmentWriter:
             try:
                 os.ftruncate(self._fd, self._size)
             except OSError:
-                log.exception("audit_truncate_failed path=%s", self.path)
+                log.exception("event=audit_truncate_failed path=%s", self.path)
             self._seq, self._prev, self.records_in_segment = seq, prev, records
             raise
         self._size += len(buf)
@@ -922,7 +922,7 @@ class Recorder:
                 self._blocked += 1
                 if not self._pressure:
                     self._pressure = True
-                    log.warning("audit_backpressure queue_size=%d: the audit writer is behind; "
+                    log.warning("event=audit_backpressure queue_size=%d: the audit writer is behind; "
                                 "sessions wait for it instead of dropping records",
                                 self.cfg.queue_size)
                 await self._slots.acquire()
@@ -1051,13 +1051,13 @@ class Recorder:
                 remaining = remaining[exc.written:]
                 if not self._failing:
                     self._failing = True
-                    log.error("audit_write_failed error=%s: retrying; sessions wait for the "
+                    log.error("event=audit_write_failed error=%s: retrying; sessions wait for the "
                               "audit log instead of losing records", exc.cause)
                 await trio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
         if self._failing:
             self._failing = False
-            log.warning("audit_write_recovered")
+            log.warning("event=audit_write_recovered")
         if number != self._segment:
             self._segment = number
             self._segment_opened = trio.current_time()
@@ -1076,7 +1076,7 @@ class Recorder:
             self._slots.release()
         if self._pressure and len(self._queue) <= self.cfg.queue_size // 2:
             self._pressure = False
-            log.warning("audit_backpressure_end blocked_records=%d", self._blocked)
+            log.warning("event=audit_backpressure_end blocked_records=%d", self._blocked)
             self._blocked = 0
         event, self._progress = self._progress, trio.Event()
         event.set()
@@ -1090,7 +1090,7 @@ class Recorder:
                                           limiter=self._limiter)
         except BaseException:
             if self._queue:
-                log.error("audit_shutdown_incomplete unwritten_records=%d", len(self._queue))
+                log.error("event=audit_shutdown_incomplete unwritten_records=%d", len(self._queue))
             # Only os.close calls: safe on the loop, and the scope may already be cancelled.
             self._writer.close_fds()
             raise

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -432,6 +433,8 @@ def run_child_and_kill(cfg: RecordingConfig, fsync: str, after_lines: int) -> in
     proc = subprocess.Popen([sys.executable, "-c", CHILD, cfg.dir, cfg.key_file, fsync],
                             stdout=subprocess.PIPE, text=True, env=env)
     flushed = 0
+    watchdog = threading.Timer(30, proc.kill)  # bounds the reads below if the child hangs
+    watchdog.start()
     try:
         deadline = time.monotonic() + 20
         for line in proc.stdout:
@@ -441,6 +444,7 @@ def run_child_and_kill(cfg: RecordingConfig, fsync: str, after_lines: int) -> in
                 break
         proc.send_signal(signal.SIGKILL)  # mid-write, no seal
     finally:
+        watchdog.cancel()
         proc.kill()
         proc.wait(timeout=10)
     assert flushed > 0
@@ -551,7 +555,7 @@ async def test_backpressure_never_drops(tmp_path, keyfile, caplog, monkeypatch):
     for p in ("a", "b", "c", "d"):
         mine = [r["fields"]["message"] for r in notices if r["session"] == p]
         assert mine == [f"{p}-{i}" for i in range(60)]  # every one, in order
-    warnings = [r.getMessage() for r in caplog.records if "audit_backpressure " in
+    warnings = [r.getMessage() for r in caplog.records if "event=audit_backpressure " in
                 r.getMessage()]
     assert 1 <= len(warnings) < 240  # said so, once per episode, not once per record
     assert audit.verify([cfg.dir], KEY).ok
