@@ -285,7 +285,7 @@ def _setting_change(name: str, value: str | None, how: str, facts: _Facts) -> bo
         facts.add("privileged", f"{how} changes {name}")
         return True
     if name in PARSER_SETTINGS and (value is None or value.lower() not in _TRUE_WORDS):
-        facts.add("privileged", f"{how} turns off {name}, which changes how statements parse")
+        facts.add("privileged", f"{how} may turn off {name}, which changes how statements parse")
         return True
     return False
 
@@ -956,20 +956,30 @@ def _resolve_execute(cls: Classification, prepared: Mapping[str, Classification]
     return _make_classification(tuple(statements))
 
 
-def remember_prepared(prepared: MutableMapping[str, Classification],
-                      cls: Classification) -> None:
+def remember_prepared(prepared: MutableMapping[str, Classification], cls: Classification,
+                      completed: int | None = None) -> None:
     """Apply the PREPARE, DEALLOCATE and DISCARD ALL of a query string to a session's map.
 
-    Call it once the query string has run (PREPARE of an existing name fails on the
-    server, and a failed statement defines nothing).
+    Call it after the query string ran, with the number of its statements that completed
+    (CommandComplete messages seen): a statement that did not run must not change the map,
+    or ``SELECT 1/0; DEALLOCATE p`` followed by ``PREPARE p AS SELECT 1`` (which fails,
+    leaving the old ``p``) would make pgguard believe ``EXECUTE p`` reads.
+
+    PREPARE of a name the map already holds keeps both bodies (the server refuses a
+    duplicate name, so the old one may still be there): ``EXECUTE`` then needs every
+    category of both, which fails closed if the map missed a DEALLOCATE.
 
     Args:
         prepared: the session's map of SQL-level prepared statements, changed in place.
         cls: the classification of the query string that ran.
+        completed: how many of its statements completed; None for all.
     """
-    for st in cls.statements:
+    statements = cls.statements if completed is None else cls.statements[:max(completed, 0)]
+    for st in statements:
         if st.prepares is not None:
-            prepared[st.prepares] = _make_classification((st,))
+            old = prepared.get(st.prepares)
+            previous = old.statements if old is not None else ()
+            prepared[st.prepares] = _make_classification(previous + (st,))
         elif st.deallocates == "*":
             prepared.clear()
         elif st.deallocates is not None:

@@ -119,6 +119,19 @@ def test_execute_resolves_through_the_prepared_map():
     assert prepared == {}
 
 
+def test_remember_prepared_applies_only_completed_statements_and_fails_closed():
+    prepared: dict[str, Classification] = {}
+    remember_prepared(prepared, classify("PREPARE p AS DELETE FROM t"))
+    # The DEALLOCATE after a failing statement never ran: p is still the DELETE.
+    remember_prepared(prepared, classify("SELECT 1/0; DEALLOCATE p"), completed=0)
+    assert "p" in prepared
+    # Re-preparing a known name (the server refuses it) keeps both bodies.
+    remember_prepared(prepared, classify("PREPARE p AS SELECT 1"))
+    cls = classify("EXECUTE p", prepared)
+    assert cls.category == "write"
+    assert cls.statements[0].categories == {"read", "write"}
+
+
 def test_backslash_with_standard_strings_off_is_unknown():
     sql = "SELECT 'a\\''; DROP TABLE t; --'"
     assert classify(sql).category == "read"  # as the server reads it with the setting on
