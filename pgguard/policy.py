@@ -960,26 +960,33 @@ def remember_prepared(prepared: MutableMapping[str, Classification], cls: Classi
                       completed: int | None = None) -> None:
     """Apply the PREPARE, DEALLOCATE and DISCARD ALL of a query string to a session's map.
 
-    Call it after the query string ran, with the number of its statements that completed
-    (CommandComplete messages seen): a statement that did not run must not change the map,
-    or ``SELECT 1/0; DEALLOCATE p`` followed by ``PREPARE p AS SELECT 1`` (which fails,
-    leaving the old ``p``) would make pgguard believe ``EXECUTE p`` reads.
+    Two ways to call it:
+
+    * after the server answered, with ``completed`` = the number of the text's statements
+      that completed (CommandComplete messages seen): only those change the map;
+    * before the server answered (``completed=None``): PREPAREs are recorded, but
+      DEALLOCATE and DISCARD ALL forget nothing, since they may never run. Otherwise
+      ``SELECT 1/0; DEALLOCATE p`` and then ``PREPARE p AS SELECT 1`` (refused by the
+      server, which keeps the old ``p``) would make ``EXECUTE p`` look like a read.
 
     PREPARE of a name the map already holds keeps both bodies (the server refuses a
     duplicate name, so the old one may still be there): ``EXECUTE`` then needs every
-    category of both, which fails closed if the map missed a DEALLOCATE.
+    category of both, which errs towards refusing.
 
     Args:
         prepared: the session's map of SQL-level prepared statements, changed in place.
-        cls: the classification of the query string that ran.
-        completed: how many of its statements completed; None for all.
+        cls: the classification of the query string.
+        completed: how many of its statements completed; None when not known yet.
     """
+    known = completed is not None
     statements = cls.statements if completed is None else cls.statements[:max(completed, 0)]
     for st in statements:
         if st.prepares is not None:
             old = prepared.get(st.prepares)
             previous = old.statements if old is not None else ()
             prepared[st.prepares] = _make_classification(previous + (st,))
+        elif not known:
+            continue
         elif st.deallocates == "*":
             prepared.clear()
         elif st.deallocates is not None:

@@ -113,9 +113,9 @@ def test_execute_resolves_through_the_prepared_map():
     # The cached text-only result is not changed by a resolution.
     assert classify("EXECUTE del").category == "unknown"
 
-    remember_prepared(prepared, classify("DEALLOCATE del"))
+    remember_prepared(prepared, classify("DEALLOCATE del"), completed=1)
     assert set(prepared) == {"sel"}
-    remember_prepared(prepared, classify("DISCARD ALL"))
+    remember_prepared(prepared, classify("DISCARD ALL"), completed=1)
     assert prepared == {}
 
 
@@ -125,11 +125,19 @@ def test_remember_prepared_applies_only_completed_statements_and_fails_closed():
     # The DEALLOCATE after a failing statement never ran: p is still the DELETE.
     remember_prepared(prepared, classify("SELECT 1/0; DEALLOCATE p"), completed=0)
     assert "p" in prepared
+    # Before the server answered, a DEALLOCATE may not run: nothing is forgotten.
+    remember_prepared(prepared, classify("SELECT 1/0; DEALLOCATE p"))
+    remember_prepared(prepared, classify("DISCARD ALL"))
+    assert "p" in prepared
     # Re-preparing a known name (the server refuses it) keeps both bodies.
     remember_prepared(prepared, classify("PREPARE p AS SELECT 1"))
     cls = classify("EXECUTE p", prepared)
     assert cls.category == "write"
     assert cls.statements[0].categories == {"read", "write"}
+    # Once it is known that DEALLOCATE ran, the name is free again.
+    remember_prepared(prepared, classify("DEALLOCATE p"), completed=1)
+    remember_prepared(prepared, classify("PREPARE p AS SELECT 1"), completed=1)
+    assert classify("EXECUTE p", prepared).category == "read"
 
 
 def test_backslash_with_standard_strings_off_is_unknown():
