@@ -1136,6 +1136,12 @@ def _records(dir: str | os.PathLike[str], key: bytes,
 def parse_time(value: str) -> float:
     """Parse ``--since``/``--until``: ISO 8601 (naive means UTC) or epoch seconds.
 
+    Args:
+        value: ``2024-05-01T12:00:00Z``, ``2024-05-01 14:00:00+02:00`` or ``1714564800``.
+
+    Returns:
+        Seconds since the epoch.
+
     Raises:
         ValueError: neither form.
     """
@@ -1289,7 +1295,14 @@ def _indent(text: str, prefix: str = "    ") -> list[str]:
 
 
 def render_session(records: Sequence[dict[str, Any]]) -> str:
-    """Format one session's records (as stored) as a readable transcript."""
+    """Format one session's records as a readable transcript.
+
+    Args:
+        records: the session's records as decoded from the log, in log order.
+
+    Returns:
+        The transcript; recorded values have control characters escaped.
+    """
     out: list[str] = []
     for rec in records:
         f = rec["fields"] if isinstance(rec["fields"], dict) else {}

@@ -202,7 +202,8 @@ async def test_record_rejects_bad_input_and_closed_recorder(tmp_path, keyfile):
         await rec.record("s", "notice", message="late")
 
 
-async def test_second_recorder_for_same_instance_is_refused(tmp_path, keyfile):
+async def test_second_recorder_for_same_instance_is_refused(tmp_path, keyfile, monkeypatch):
+    monkeypatch.setattr(audit, "_LOCK_WAIT_S", 0.2)
     cfg = make_cfg(tmp_path, keyfile)
     first = audit.Recorder(cfg, "gw1")
     async with trio.open_nursery() as nursery:
