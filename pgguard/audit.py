@@ -293,8 +293,10 @@ def _scan(path: str, data: bytes, proto: Any, kid: str, keep: bool = False) -> _
         pos = end
     if pos < len(data):
         seg.torn_at = pos
-    if seg.records == 0 and seg.torn_at is None:
-        return bad("empty segment")
+    if seg.records == 0:
+        # Segments are created whole with their start, so even an open one has it.
+        return bad("empty segment" if not data else
+                   "torn segment_start: the file was cut inside its first record")
     return seg
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 import msgpack
 import pytest
 import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pgguard import audit
 from pgguard.config import RecordingConfig
@@ -390,6 +392,65 @@ async def test_replacing_a_middle_segment_is_detected(tmp_path, keyfile):
     assert result.first_bad.file in (str(segs[2]), str(segs[3]))
     assert result.first_bad.seq == 0
     assert "chain" in result.first_bad.why
+
+
+@pytest.fixture(scope="module")
+def sample_log(tmp_path_factory) -> dict[str, bytes]:
+    """A multi-segment log, written once; tests tamper with copies of its bytes."""
+    base = tmp_path_factory.mktemp("sample")
+    key = base / "key"
+    key.write_bytes(KEY)
+    cfg = make_cfg(base, key, segment_max_bytes=2500)
+    trio.run(write_log, cfg)
+    return {seg.name: seg.read_bytes() for seg in segments(cfg)}
+
+
+def tampered_dir(tmp_path_factory, log: dict[str, bytes], name: str, data: bytes) -> Path:
+    d = tmp_path_factory.mktemp("t")
+    for n, b in log.items():
+        (d / n).write_bytes(data if n == name else b)
+    return d
+
+
+def record_index(data: bytes, pos: int) -> int:
+    unpacker = msgpack.Unpacker(raw=False)
+    unpacker.feed(data)
+    start = 0
+    for i, _ in enumerate(unpacker):
+        if start <= pos < unpacker.tell():
+            return i
+        start = unpacker.tell()
+    raise AssertionError(pos)
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_random_byte_change_anywhere_is_detected_in_place(sample_log, tmp_path_factory, data):
+    names = sorted(sample_log)
+    name = data.draw(st.sampled_from(names))
+    original = sample_log[name]
+    pos = data.draw(st.integers(0, len(original) - 1))
+    changed = bytearray(original)
+    changed[pos] ^= data.draw(st.integers(1, 255))
+    d = tampered_dir(tmp_path_factory, sample_log, name, bytes(changed))
+    result = audit.verify([d], KEY)
+    assert not result.ok
+    assert Path(result.first_bad.file).name == name
+    assert result.first_bad.seq == record_index(original, pos), str(result.first_bad)
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_random_truncation_of_any_segment_is_detected(sample_log, tmp_path_factory, data):
+    name = data.draw(st.sampled_from(sorted(sample_log)))
+    original = sample_log[name]
+    cut = data.draw(st.integers(0, len(original) - 1))
+    d = tampered_dir(tmp_path_factory, sample_log, name, original[:cut])
+    result = audit.verify([d], KEY)
+    assert not result.ok
+    assert Path(result.first_bad.file).name == name, str(result.first_bad)
 
 
 # ---------------------------------------------------------------------------------------
