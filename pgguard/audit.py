@@ -1449,9 +1449,7 @@ def _need_dir(directory: str | None) -> str:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     directory, key = _settings(args)
-    since = parse_time(args.since) if args.since else None
-    until = parse_time(args.until) if args.until else None
-    n = export(_need_dir(directory), key, args.output, since=since, until=until,
+    n = export(_need_dir(directory), key, args.output, since=args.since, until=args.until,
                user=args.user, connection=args.connection, session=args.session,
                force=args.force)
     print(f"exported {n} records to {args.output}", file=sys.stderr)
@@ -1462,6 +1460,15 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     directory, key = _settings(args)
     sys.stdout.write(replay(_need_dir(directory), key, args.session, force=args.force))
     return 0
+
+
+def _time_arg(value: str) -> float:
+    try:
+        return parse_time(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is neither ISO 8601 (2024-05-01T12:00:00Z) nor epoch seconds"
+        ) from None
 
 
 def _guard(handler: Any) -> Any:
@@ -1507,8 +1514,10 @@ def add_cli(subparsers: Any) -> None:
                             description="Write the matching records as one msgpack stream "
                                         "(format in docs/audit-format.md).")
     p.add_argument("--dir", help="recording folder (overrides config)")
-    p.add_argument("--since", metavar="T", help="ISO 8601 or epoch seconds (inclusive)")
-    p.add_argument("--until", metavar="T", help="ISO 8601 or epoch seconds (exclusive)")
+    p.add_argument("--since", metavar="T", type=_time_arg,
+                   help="ISO 8601 or epoch seconds (inclusive)")
+    p.add_argument("--until", metavar="T", type=_time_arg,
+                   help="ISO 8601 or epoch seconds (exclusive)")
     p.add_argument("--user", metavar="U")
     p.add_argument("--connection", metavar="C")
     p.add_argument("--session", metavar="S")
