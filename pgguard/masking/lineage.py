@@ -17,6 +17,7 @@ FILTER, window clauses) are collected separately for ``deny_predicates``.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -25,6 +26,8 @@ from pglast import parser as pg_parser
 from ..errors import PolicyDenied
 from .catalog import SYSTEM_SCHEMAS, Catalog, Relation
 from .rules import Mask, RuleSet
+
+log = logging.getLogger(__name__)
 
 Origin = tuple[str, str, str]
 _EMPTY: frozenset[Origin] = frozenset()
@@ -416,6 +419,9 @@ class Planner:
             return Refusal(exc.reason)
         except RecursionError:
             return Refusal("statement too deeply nested to verify")
+        except Exception as exc:  # a parse-tree shape the planner does not know
+            log.warning("masking.plan_failed error=%s", type(exc).__name__)
+            return Refusal("statement could not be verified for masking")
 
     # -- statements ----------------------------------------------------------------
 
@@ -846,6 +852,7 @@ class Planner:
         cols: list[tuple[str, Lin]] = []
         known = True
         lins = []
+        fname = ""
         for f in body.get("functions", []):
             items = f["List"]["items"]
             call = items[0]
@@ -1152,10 +1159,8 @@ class Planner:
         rv = into["rel"]
         colnames = [_sval(c) for c in into.get("colNames", [])]
         cols = _rename(res.cols, colnames)
-        rels = self.catalog.resolve_relation(rv["relname"], rv.get("schemaname"))
         for name, lin in cols:
             self._check_write(None, rv, name, lin if res.known else res.all())
-        del rels
 
     def _check_no_masked(self, lin: Lin, what: str) -> None:
         masked = sorted(o for o in lin.origins if self.rules.match(*o))
