@@ -329,13 +329,14 @@ def test_missing_token_file(vault_gateway, tokens, tmp_path):
 # --- the gateway's own Vault token ----------------------------------------------------
 
 
-def test_approle_token_is_renewed_and_renewed_again(vault_gateway, vault_up, tokens,
+def test_approle_login_outlives_its_tokens(vault_gateway, vault_up, tokens,
                                                      tmp_path, secrets_seen):
     c = vault_up.client()
     c.sys.create_or_update_policy(GATEWAY_POLICY, POLICY)
     if "approle/" not in c.sys.list_auth_methods()["data"]:
         c.sys.enable_auth_method("approle")
-    # Tokens live 2 s and at most 3 s: the gateway must renew, then log in again.
+    # Tokens live 2 s and at most 3 s: the gateway must renew, then log in again
+    # (or, at the latest, log in again when Vault refuses the expired token).
     c.auth.approle.create_or_update_approle("pgguard", token_policies=[GATEWAY_POLICY],
                                             token_ttl="2s", token_max_ttl="3s")
     role_id = c.auth.approle.read_role_id("pgguard")["data"]["role_id"]
