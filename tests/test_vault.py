@@ -277,10 +277,12 @@ def expect_unavailable(gw, tokens, user="alice", groups=("analysts",)) -> str:
     return str(info.value)
 
 
-def test_vault_down_then_back(vault_gateway, vault_up, tokens, tmp_path, secrets_seen):
+def test_vault_sealed_or_down_then_back(vault_gateway, vault_up, tokens, tmp_path, secrets_seen):
     gw = vault_gateway()
     with connect(gw, tokens) as before:
         current_user(before)
+        vault_up.client().sys.seal()
+        expect_unavailable(gw, tokens)
         vault_up.stop()
         expect_unavailable(gw, tokens)
         # A session that already has its credentials keeps working.
