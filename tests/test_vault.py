@@ -371,13 +371,18 @@ def test_token_file_token_is_renewed(vault_gateway, vault_up, tokens):
         assert current_user(conn).startswith("v-")
 
 
-def test_shutdown_revokes_cached_leases(vault_gateway, tokens, app_db, secrets_seen):
-    gw = vault_gateway(reuse="user", reuse_ttl_s=60)
-    with connect(gw, tokens) as conn:
-        role = current_user(conn)
-        [(_, password, _)] = leases(gw)
-        secrets_seen.append(password)
-    assert can_login(app_db, role, password)  # cached, not yet revoked
+@pytest.mark.parametrize("reuse", ["session", "user"])
+def test_clean_shutdown_revokes_leases(vault_gateway, tokens, app_db, secrets_seen, reuse):
+    """A session still open (session) or a cached idle lease (user) is revoked when the
+    gateway stops."""
+    gw = vault_gateway(reuse=reuse, reuse_ttl_s=60)
+    conn = connect(gw, tokens)
+    role = current_user(conn)
+    [(_, password, _)] = leases(gw)
+    secrets_seen.append(password)
+    if reuse == "user":
+        conn.close()
+    assert can_login(app_db, role, password)  # not revoked yet
     gw.stop()
+    conn.close()
     assert wait_until(lambda: not can_login(app_db, role, password), timeout=5)
-
