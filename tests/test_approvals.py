@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 import threading
 import time
 import uuid
@@ -13,7 +10,6 @@ from datetime import UTC, datetime
 import psycopg
 import pytest
 import trio
-from harness.postgres import create_cluster
 
 from pgguard.admin import parse
 from pgguard.approvals import (
@@ -34,24 +30,6 @@ from pgguard.errors import ApprovalDenied, ApprovalTimeout, QueryCanceled
 
 APPROVERS = ("dba",)
 INJECTION = "'); DROP TABLE pgguard_approvals; --"
-
-
-@pytest.fixture(scope="module")
-def pg(request):
-    """The shared cluster, unless root runs the tests: pytest's 0700 temp dirs then keep
-    the postgres account from reading its own data dir, so start one under /tmp."""
-    if os.geteuid() != 0:
-        yield request.getfixturevalue("pg")
-        return
-    root = tempfile.mkdtemp(prefix="pgguard-approvals-pg-")
-    os.chmod(root, 0o755)
-    os.mkdir(os.path.join(root, "c"))
-    cluster = create_cluster(os.path.join(root, "c"))
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

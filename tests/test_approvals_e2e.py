@@ -7,10 +7,8 @@ psycopg 3 as the agent, psycopg or ``pgguard approvals`` in a pseudo-terminal as
 from __future__ import annotations
 
 import os
-import shutil
 import sqlite3
 import sys
-import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +16,6 @@ from concurrent.futures import ThreadPoolExecutor
 import pexpect
 import psycopg
 import pytest
-from harness.postgres import create_cluster
 from psycopg import errors
 
 from pgguard.admin import quote_literal
@@ -28,43 +25,8 @@ AGENT = ("agent-bob", ("engineers",))
 WAIT_S = 15  # every wait below is bounded by this
 
 
-@pytest.fixture(scope="module")
-def pg(request):
-    """The shared cluster, unless root runs the tests: pytest's 0700 temp dirs then keep
-    the postgres account from reading its own data dir, so start one under /tmp."""
-    if os.geteuid() != 0:
-        yield request.getfixturevalue("pg")
-        return
-    root = tempfile.mkdtemp(prefix="pgguard-approvals-pg-")
-    os.chmod(root, 0o755)
-    os.mkdir(os.path.join(root, "c"))
-    cluster = create_cluster(os.path.join(root, "c"))
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(root, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def app(pg):
-    from harness.gateway import prepare_app_database
-
-    prepare_app_database(pg)
-    return pg
-
-
-@pytest.fixture(scope="module")
-def module_config(app, bao):
-    from harness.gateway import base_config
-
-    def make(**sections):
-        return base_config(app, bao.identity_config(), **sections)
-    return make
-
-
 @pytest.fixture
-def gateways(module_config):
+def gateways(make_config):
     from harness.gateway import ThreadGateway
 
     started = []
@@ -72,7 +34,7 @@ def gateways(module_config):
     def start(**approvals):
         section = {"approver_groups": ["dba"], "timeout_s": 10, "poll_interval_s": 0.1}
         section.update(approvals)
-        gw = ThreadGateway(module_config(approvals=section)).start()
+        gw = ThreadGateway(make_config(approvals=section)).start()
         started.append(gw)
         return gw
 
@@ -90,26 +52,27 @@ def sqlite_store(tmp_path) -> str:
 
 
 @pytest.fixture(scope="module")
-def pg_store(app) -> str:
+def pg_store(app_db) -> str:
     name = f"approvals_{uuid.uuid4().hex[:8]}"
-    app.psql(f"CREATE DATABASE {name}")
-    return f"postgresql://{app.superuser}:{app.password}@{app.host}:{app.port}/{name}?sslmode=disable"
+    app_db.psql(f"CREATE DATABASE {name}")
+    pg = app_db
+    return f"postgresql://{pg.superuser}:{pg.password}@{pg.host}:{pg.port}/{name}?sslmode=disable"
 
 
 @pytest.fixture
-def table(app) -> str:
+def table(app_db) -> str:
     """A fresh table in the app database, owned by the role the gateway logs in as."""
     from harness.gateway import APP_DB, APP_USER
 
     name = f"held_{uuid.uuid4().hex[:8]}"
-    app.psql(f"CREATE TABLE {name} (id int); ALTER TABLE {name} OWNER TO {APP_USER}",
-             dbname=APP_DB)
+    app_db.psql(f"CREATE TABLE {name} (id int); ALTER TABLE {name} OWNER TO {APP_USER}",
+                dbname=APP_DB)
     return name
 
 
-def columns(app, table: str) -> list[str]:
-    out = app.psql("SELECT column_name FROM information_schema.columns "
-                   f"WHERE table_name = '{table}' ORDER BY ordinal_position", dbname="app")
+def columns(app_db, table: str) -> list[str]:
+    out = app_db.psql("SELECT column_name FROM information_schema.columns "
+                      f"WHERE table_name = '{table}' ORDER BY ordinal_position", dbname="app")
     return out.split()
 
 
@@ -176,14 +139,14 @@ def run(conn, sql: str) -> list[tuple]:
 
 # ---------------------------------------------------------------------------- held statements
 
-def test_alter_table_held_then_approved(gateways, sqlite_store, agents, tokens, app, table):
+def test_alter_table_held_then_approved(gateways, sqlite_store, agents, tokens, app_db, table):
     gw = gateways(store=sqlite_store)
     agent = agents(gw)
     fut = agent.start(f"ALTER TABLE {table} ADD COLUMN approved_col int")
     rid = agent.held_request()
     time.sleep(0.3)
     assert not fut.done(), "the client must block while the statement is held"
-    assert columns(app, table) == ["id"]
+    assert columns(app_db, table) == ["id"]
     with console(gw, tokens) as dba:
         pending = run(dba, "SHOW APPROVALS")
         row = next(r for r in pending if r[0] == str(rid))
@@ -192,14 +155,14 @@ def test_alter_table_held_then_approved(gateways, sqlite_store, agents, tokens, 
         decided = run(dba, f"APPROVE {rid} 'schema change reviewed'")
         assert decided[0][:2] == (str(rid), "approved")
     assert fut.result(timeout=WAIT_S) == "ALTER TABLE"
-    assert columns(app, table) == ["id", "approved_col"]
+    assert columns(app_db, table) == ["id", "approved_col"]
     # The session stays usable afterwards.
     with agent.conn.cursor() as cur:
         cur.execute(f"SELECT count(*) FROM {table}")
         assert cur.fetchone() == (0,)
 
 
-def test_alter_table_denied(gateways, sqlite_store, agents, tokens, app, table):
+def test_alter_table_denied(gateways, sqlite_store, agents, tokens, app_db, table):
     gw = gateways(store=sqlite_store)
     agent = agents(gw)
     fut = agent.start(f"ALTER TABLE {table} ADD COLUMN denied_col int")
@@ -210,13 +173,13 @@ def test_alter_table_denied(gateways, sqlite_store, agents, tokens, app, table):
         fut.result(timeout=WAIT_S)
     assert exc.value.sqlstate == "42501"
     assert "not during the freeze" in str(exc.value)
-    assert columns(app, table) == ["id"]
+    assert columns(app_db, table) == ["id"]
     with agent.conn.cursor() as cur:
         cur.execute("SELECT 1")
         assert cur.fetchone() == (1,)
 
 
-def test_alter_table_times_out(gateways, sqlite_store, agents, tokens, app, table):
+def test_alter_table_times_out(gateways, sqlite_store, agents, tokens, app_db, table):
     gw = gateways(store=sqlite_store, timeout_s=1)
     agent = agents(gw)
     start = time.monotonic()
@@ -226,14 +189,14 @@ def test_alter_table_times_out(gateways, sqlite_store, agents, tokens, app, tabl
         fut.result(timeout=WAIT_S)
     assert exc.value.sqlstate == "57014"
     assert time.monotonic() - start < 8
-    assert columns(app, table) == ["id"]
+    assert columns(app_db, table) == ["id"]
     with console(gw, tokens) as dba, pytest.raises(psycopg.Error) as exc:
         run(dba, f"APPROVE {rid} 'too late'")
     assert exc.value.sqlstate == "55000"
-    assert columns(app, table) == ["id"]
+    assert columns(app_db, table) == ["id"]
 
 
-def test_console_refusals(gateways, sqlite_store, agents, tokens, app, table):
+def test_console_refusals(gateways, sqlite_store, agents, tokens, app_db, table):
     gw = gateways(store=sqlite_store)
     # alice is an approver who is also an engineer: her own DDL is held like anyone's.
     alice_both = ("alice", ("dba", "engineers"))
@@ -271,7 +234,7 @@ def test_console_refusals(gateways, sqlite_store, agents, tokens, app, table):
     with pytest.raises(errors.InsufficientPrivilege):
         fut.result(timeout=WAIT_S)
     assert own_fut.result(timeout=WAIT_S) == "ALTER TABLE"
-    assert columns(app, table) == ["id", "own_col"]
+    assert columns(app_db, table) == ["id", "own_col"]
     path = sqlite_store[len("sqlite:///"):]
     with sqlite3.connect(path) as db:
         stored = db.execute("SELECT decision_reason FROM pgguard_approvals WHERE id = ?",
@@ -279,7 +242,7 @@ def test_console_refusals(gateways, sqlite_store, agents, tokens, app, table):
     assert stored == (evil,)
 
 
-def test_two_gateways_share_a_postgres_store(gateways, pg_store, agents, tokens, app, table):
+def test_two_gateways_share_a_postgres_store(gateways, pg_store, agents, tokens, app_db, table):
     # A slow poll: a prompt release shows the NOTIFY path works across gateways.
     gw1 = gateways(store=pg_store, poll_interval_s=5)
     gw2 = gateways(store=pg_store, poll_interval_s=5)
@@ -292,12 +255,12 @@ def test_two_gateways_share_a_postgres_store(gateways, pg_store, agents, tokens,
         run(dba, f"APPROVE {rid} 'via the other gateway'")
     assert fut.result(timeout=WAIT_S) == "ALTER TABLE"
     assert time.monotonic() - start < 3
-    assert columns(app, table) == ["id", "shared_col"]
+    assert columns(app_db, table) == ["id", "shared_col"]
     with psycopg.connect(pg_store) as db:
         assert db.execute("SELECT count(*) FROM pgguard_approvals").fetchone()[0] >= 1
 
 
-def test_cancel_withdraws_request(gateways, sqlite_store, agents, tokens, app, table):
+def test_cancel_withdraws_request(gateways, sqlite_store, agents, tokens, app_db, table):
     gw = gateways(store=sqlite_store)
     agent = agents(gw)
     fut = agent.start(f"ALTER TABLE {table} ADD COLUMN cancelled_col int")
@@ -313,7 +276,7 @@ def test_cancel_withdraws_request(gateways, sqlite_store, agents, tokens, app, t
                 break
             time.sleep(0.05)
         assert status == "withdrawn"
-    assert columns(app, table) == ["id"]
+    assert columns(app_db, table) == ["id"]
 
 
 # ---------------------------------------------------------------------------- the prompt
@@ -328,7 +291,7 @@ def spawn_prompt(gw, tokens, *extra, who=APPROVER):
                          dimensions=(50, 200))
 
 
-def test_prompt_approves_in_a_pty(gateways, sqlite_store, agents, tokens, app, table):
+def test_prompt_approves_in_a_pty(gateways, sqlite_store, agents, tokens, app_db, table):
     gw = gateways(store=sqlite_store)
     agent = agents(gw)
     fut = agent.start(f"alter table {table} add column prompt_col text default 'x'")
@@ -349,13 +312,13 @@ def test_prompt_approves_in_a_pty(gateways, sqlite_store, agents, tokens, app, t
         child.close(force=True)
     assert child.exitstatus == 0, child.before
     assert fut.result(timeout=WAIT_S) == "ALTER TABLE"
-    assert columns(app, table) == ["id", "prompt_col"]
+    assert columns(app_db, table) == ["id", "prompt_col"]
     with console(gw, tokens) as dba:
         detail = run(dba, f"SHOW APPROVAL {rid}")[0]
     assert detail[1] == "approved" and "reviewed in the pty test" in detail
 
 
-def test_prompt_watch_denies_then_quits_on_ctrl_c(gateways, sqlite_store, agents, tokens, app,
+def test_prompt_watch_denies_then_quits_on_ctrl_c(gateways, sqlite_store, agents, tokens, app_db,
                                                   table):
     gw = gateways(store=sqlite_store)
     child = spawn_prompt(gw, tokens, "--watch", "--interval", "0.2")
@@ -381,7 +344,7 @@ def test_prompt_watch_denies_then_quits_on_ctrl_c(gateways, sqlite_store, agents
     with pytest.raises(errors.InsufficientPrivilege) as exc:
         fut.result(timeout=WAIT_S)
     assert "it's Friday" in str(exc.value)
-    assert columns(app, table) == ["id"]
+    assert columns(app_db, table) == ["id"]
 
 
 def test_prompt_without_token_is_a_usage_error(gateways, sqlite_store):
