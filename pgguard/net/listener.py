@@ -124,8 +124,12 @@ class Gateway:
             return
         session = ClientSession(self, stream, f"{peer[0]}:{peer[1]}", local[0])
         self.all_sessions.add(session)
-        async with self._limit:
-            await session.run()
+        try:
+            async with self._limit:
+                await session.run()
+        except Exception:
+            # A session's failure ends only that session, never the accept loop.
+            log.exception("event=session_handler_crash peer=%s", session.peer)
 
     async def serve(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
         cfg = self.cfg.listen
@@ -145,7 +149,8 @@ class Gateway:
             try:
                 await trio.serve_listeners(self._handle, listeners, handler_nursery=nursery)
             finally:
-                with trio.move_on_after(5, shield=True):
+                with trio.move_on_after(5) as cleanup_scope:
+                    cleanup_scope.shield = True
                     await self.credentials.aclose()
 
     async def _watch_sighup(self) -> None:

@@ -95,6 +95,27 @@ def _check_options(options: str) -> str:
     return options
 
 
+def _first_error(group: BaseExceptionGroup) -> BaseException:
+    """The exception that ended a pump: a GatewayError if any, else the first other one."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for e in exc.exceptions:
+                walk(e)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    for exc in leaves:
+        if isinstance(exc, GatewayError):
+            return exc
+    for exc in leaves:
+        if not isinstance(exc, trio.Cancelled):
+            return exc
+    return leaves[0]
+
+
 class ClientSession:
     """Everything about one client connection."""
 
@@ -180,7 +201,8 @@ class ClientSession:
             log.exception("event=session_crash session=%s", self.session_id)
             await self.send_error(GatewayError("pgguard: internal error"))
         finally:
-            with trio.move_on_after(5, shield=True) as cleanup:
+            with trio.move_on_after(5) as cleanup:
+                cleanup.shield = True
                 await self._cleanup()
             if cleanup.cancelled_caught:
                 log.warning("event=cleanup_timeout session=%s", self.session_id)
@@ -333,11 +355,14 @@ class ClientSession:
     async def _relay(self) -> None:
         assert self.link is not None and self.lease is not None
         source = self.gateway.credentials.source_for(self.lease.role)
-        async with trio.open_nursery() as nursery:
-            self.cancel_scope = nursery.cancel_scope
-            nursery.start_soon(self._pump_frontend, nursery.cancel_scope)
-            nursery.start_soon(self._pump_backend, nursery.cancel_scope)
-            nursery.start_soon(self._watch_lease, source, nursery.cancel_scope)
+        try:
+            async with trio.open_nursery() as nursery:
+                self.cancel_scope = nursery.cancel_scope
+                nursery.start_soon(self._pump_frontend, nursery.cancel_scope)
+                nursery.start_soon(self._pump_backend, nursery.cancel_scope)
+                nursery.start_soon(self._watch_lease, source, nursery.cancel_scope)
+        except BaseExceptionGroup as group:
+            raise _first_error(group) from None
 
     async def _watch_lease(self, source, scope: trio.CancelScope) -> None:
         assert self.lease is not None
