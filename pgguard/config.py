@@ -300,6 +300,9 @@ def _vault(s: _Section) -> VaultConfig:
     if bool(cfg.role_id_file) != bool(cfg.secret_id_file):
         raise s.error("secret_id_file" if cfg.role_id_file else "role_id_file",
                       "role_id_file and secret_id_file must be given together (AppRole)")
+    if cfg.url and not (cfg.token_file or cfg.token_env or cfg.role_id_file):
+        raise s.error("token_file", "vault.url needs token_file, token_env or "
+                                    "role_id_file + secret_id_file")
     if "token" in s.data or "secret_id" in s.data or "password" in s.data:
         bad = next(k for k in ("token", "secret_id", "password") if k in s.data)
         raise s.error(bad, "secrets are never written in the configuration; "

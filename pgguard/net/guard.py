@@ -99,21 +99,13 @@ class Guard:
         return verdict
 
     def _remember(self, cls: policy.Classification) -> None:
-        """Track SQL-level PREPARE/DEALLOCATE so a later EXECUTE is judged by its body.
+        """Track SQL-level PREPARE so a later EXECUTE is judged by its body.
 
-        Updated when the statement is let through, before the server answers. A PREPARE
-        of a name already known never replaces it (the server refuses it too), so a failed
-        re-PREPARE cannot make a stricter body look harmless.
+        Called when the statement is let through, before the server answers, so nothing
+        is ever forgotten (a DEALLOCATE may fail); a re-PREPARE keeps both bodies.
         """
-        for st in cls.statements:
-            if st.prepares is not None:
-                if st.prepares not in self.prepared:
-                    self.prepared[st.prepares] = policy.Classification(
-                        (st,), st.category, st.categories)
-            elif st.deallocates == "*":
-                self.prepared.clear()
-            elif st.deallocates is not None:
-                self.prepared.pop(st.deallocates, None)
+        if cls.has_execute or any(st.prepares or st.deallocates for st in cls.statements):
+            policy.remember_prepared(self.prepared, cls)
 
     async def wait_for_approval(self, verdict: Verdict) -> Verdict:
         """Hold the statement until an approver decides, the timeout, or a cancel."""

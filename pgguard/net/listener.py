@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-import secrets
 import signal
+import socket
 import ssl
 from typing import TYPE_CHECKING
 
@@ -37,9 +37,11 @@ def server_ssl_context(cfg: config_mod.Config) -> ssl.SSLContext | None:
 class Gateway:
     """Holds what all sessions share; the config reference is swapped on SIGHUP."""
 
-    def __init__(self, cfg: config_mod.Config):
+    def __init__(self, cfg: config_mod.Config, instance: str | None = None):
         self.cfg = cfg
-        self.instance = secrets.token_hex(4)
+        # Stable across restarts (approvals left pending by a previous run of this gateway
+        # are abandoned at start; the audit chain continues) and distinct per worker.
+        self.instance = instance or f"{socket.gethostname()}-{cfg.listen.port}"
         self.server_ssl = server_ssl_context(cfg)
         self.verifier = TokenVerifier(cfg.identity)
         self.credentials = Credentials(cfg)
@@ -143,6 +145,8 @@ class Gateway:
                 nursery.start_soon(self._watch_sighup)
             if self.approvals is not None:
                 await self.approvals.start()
+            if self.credentials.vault is not None and hasattr(self.credentials.vault, "run"):
+                await nursery.start(self.credentials.vault.run)
             if self.recorder is not None:
                 await nursery.start(self.recorder.run)
             task_status.started(self.port)
@@ -152,6 +156,10 @@ class Gateway:
                 with trio.move_on_after(5) as cleanup_scope:
                     cleanup_scope.shield = True
                     await self.credentials.aclose()
+                    if self.approvals is not None:
+                        self.approvals.close()
+                    if self.recorder is not None:
+                        await self.recorder.aclose()
 
     async def _watch_sighup(self) -> None:
         try:

@@ -344,6 +344,8 @@ class ClientSession:
                         self.session_id, conn.name, exc.fields.get("C"))
             raise
         self.gateway.watch_lease(self)
+        guard.standard_strings = self.link.parameters.get("standard_conforming_strings",
+                                                          "on") == "on"
         parts = [codec.authentication(AUTH_OK)]
         parts.extend(self.link.startup_messages)
         parts.append(codec.backend_key_data(self.link.process_id, self.secret_key))
@@ -484,6 +486,8 @@ class ClientSession:
                 replacement: bytes | None = None
                 if k == 0x5A:  # ReadyForQuery
                     self.txn_status = chr(buf[start + 5])
+                elif k == 0x53:  # ParameterStatus
+                    self._parameter_status(framer.decode(kind, start, end))
                 elif k == 0x45 and self.rewrites:  # ErrorResponse
                     marker, rewritten = self.rewrites[0]
                     if buf.find(marker, start, end) >= 0:
@@ -517,6 +521,11 @@ class ClientSession:
                 scope.cancel()
                 return
             framer.feed(data)
+
+    def _parameter_status(self, msg) -> None:
+        if msg.name == "standard_conforming_strings" and self.guard is not None:
+            # With it off, backslashes in literals parse differently: policy must know.
+            self.guard.standard_strings = msg.value == "on"
 
     # --- cancel -------------------------------------------------------------------
 
