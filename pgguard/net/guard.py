@@ -121,6 +121,11 @@ class Guard:
             verdict.refuse = PolicyDenied(f"pgguard: statement needs approval, but {exc.message}")
             return verdict
         verdict.request_id = req.id
+        tap = self.session.tap
+        if tap is not None:
+            await tap.approval("approval_request", request_id=req.id,
+                               category=verdict.decision.category, kind=verdict.decision.kind,
+                               reason=verdict.decision.reason)
         await self.session.notice(held_notice(req))
         self._withdrawn = False
         final = None
@@ -137,10 +142,16 @@ class Guard:
         verdict.hold = False
         if final is None or self._withdrawn:
             # wait() withdraws the request itself when cancelled.
+            if tap is not None:
+                await tap.approval("approval_decision", request_id=req.id,
+                                   decision="withdrawn", approver=None, reason="client cancel")
             verdict.refuse = QueryCanceled(
                 f"pgguard: canceling statement due to user request (request {req.id} withdrawn)")
             return verdict
         verdict.refuse = final.error()
+        if tap is not None:
+            await tap.approval("approval_decision", request_id=req.id, decision=final.status,
+                               approver=final.decided_by, reason=final.decision_reason)
         if verdict.refuse is None and verdict.classification is not None:
             self._remember(verdict.classification)
         log.info("event=approval_final session=%s request=%s status=%s",

@@ -95,6 +95,13 @@ class Gateway:
             self.sessions.pop((session.link.process_id, session.secret_key), None)
         self.all_sessions.discard(session)
 
+    def open_tap(self, session: ClientSession):
+        """The recorder tap for a new session, or None when recording is off."""
+        if self.recorder is None:
+            return None
+        from .recording import SessionTap
+        return SessionTap(self.recorder, session)
+
     def watch_lease(self, session: ClientSession) -> None:
         return None
 

@@ -146,6 +146,7 @@ class ClientSession:
         self.cancel_scope: trio.CancelScope | None = None
         self.hold: trio.CancelScope | None = None
         self.state = "startup"
+        self.tap = None  # the session's recorder tap (net/recording.py) when recording is on
 
     # --- sending ------------------------------------------------------------------
 
@@ -188,6 +189,9 @@ class ClientSession:
             await self.send_client(greeting)
             self.state = "active"
             self.gateway.register(self)
+            self.tap = self.gateway.open_tap(self)
+            if self.tap is not None:
+                await self.tap.session_start()
             await self._relay()
         except GatewayError as exc:
             self.end_reason = exc.message
@@ -221,6 +225,8 @@ class ClientSession:
             except Exception:
                 log.exception("event=lease_release_failed session=%s", self.session_id)
         if self.state == "active":
+            if self.tap is not None:
+                await self.tap.session_end()
             await self.gateway.session_ended(self)
         await trio.aclose_forcefully(self.client)
 
@@ -418,6 +424,10 @@ class ClientSession:
                             replacement = self._refusal(kind, msg, verdict)
                             skipping = k == 0x50
                     guard.note_sent(msg, verdict)
+                    if self.tap is not None:
+                        await self.tap.statement(msg, verdict)
+                elif k == 0x42 and self.tap is not None:  # Bind: parameters for the record
+                    await self.tap.bind(framer.decode(kind, start, end))
                 elif k == 0x58:  # Terminate
                     if run_start >= 0:
                         out.append(bytes(buf[run_start:run_end]))
@@ -514,6 +524,8 @@ class ClientSession:
                 data = out[0] if len(out) == 1 else b"".join(out)
                 if observe:
                     await guard.before_send(data)
+                if self.tap is not None:
+                    await self.tap.to_client(data)
                 await self.send_client(data)
             data = await stream.receive_some(RECEIVE_SIZE)
             if not data:
@@ -531,6 +543,8 @@ class ClientSession:
 
     async def cancel_request(self) -> None:
         """The client asked to cancel: withdraw a held statement or cancel upstream."""
+        if self.tap is not None:
+            await self.tap.cancel()
         if self.guard is not None and self.guard.withdraw():
             return
         if self.link is not None and self.guard is not None:
