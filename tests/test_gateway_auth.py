@@ -14,8 +14,8 @@ import psycopg
 import pytest
 import trustme
 from cryptography.hazmat.primitives.asymmetric import rsa
-
 from rawclient import RawClient, error_of, fatal_for
+
 from pgguard.net.session import is_loopback
 
 pytestmark = pytest.mark.usefixtures("app_db")

@@ -11,10 +11,9 @@ import time
 import psycopg
 import psycopg2
 import pytest
+from harness.gateway import APP_DB, APP_PASSWORD, APP_USER
 from psycopg import pq
 from psycopg.rows import dict_row
-
-from harness.gateway import APP_DB, APP_PASSWORD, APP_USER
 
 pytestmark = pytest.mark.usefixtures("app_db")
 
@@ -135,6 +134,7 @@ def test_cancel_pg_sleep(owner):
 def test_cancel_needs_the_clients_own_key(gateway, tokens, owner):
     """A CancelRequest with the right pid but another session's key cancels nothing."""
     from rawclient import RawClient
+
     from pgguard.wire import codec
     from pgguard.wire.messages import CancelRequest
 

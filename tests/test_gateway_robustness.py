@@ -13,8 +13,8 @@ import time
 
 import psycopg
 import pytest
-
 from rawclient import RawClient, error_of
+
 from pgguard.wire import codec
 from pgguard.wire.messages import ErrorResponse, ReadyForQuery
 

@@ -164,7 +164,7 @@ def test_cache_is_used_and_skips_huge_texts():
 def _connection(*grants: dict) -> config.ConnectionConfig:
     cfg = config.parse({
         "identity": {"issuer": "https://idp.example/"},
-        "vault": {"url": "http://127.0.0.1:8200"},
+        "vault": {"url": "http://127.0.0.1:8200", "token_env": "VAULT_TOKEN"},
         "connections": [{"name": "appdb", "grants": list(grants)}],
     })
     return cfg.connections[0]
