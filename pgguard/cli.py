@@ -70,9 +70,11 @@ def _serve_workers(args, cfg) -> int:
     """N worker processes sharing the port with SO_REUSEPORT (trio sets it per listener)."""
     import signal
     import subprocess
+    env = dict(os.environ, PGGUARD_REUSE_PORT="1")
     procs = [subprocess.Popen([sys.executable, "-m", "pgguard", "serve", "--config",
-                               args.config, "--log-level", args.log_level])
-             for _ in range(args.workers)]
+                               args.config, "--log-level", args.log_level],
+                              env=dict(env, PGGUARD_WORKER=str(i)))
+             for i in range(args.workers)]
 
     def forward(signum, _frame):
         for p in procs:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import ssl
@@ -41,7 +42,9 @@ class Gateway:
         self.cfg = cfg
         # Stable across restarts (approvals left pending by a previous run of this gateway
         # are abandoned at start; the audit chain continues) and distinct per worker.
-        self.instance = instance or f"{socket.gethostname()}-{cfg.listen.port}"
+        worker = os.environ.get("PGGUARD_WORKER")
+        self.instance = instance or f"{socket.gethostname()}-{cfg.listen.port}" + (
+            f"-w{worker}" if worker else "")
         self.server_ssl = server_ssl_context(cfg)
         self.verifier = TokenVerifier(cfg.identity)
         self.credentials = Credentials(cfg)
@@ -51,6 +54,8 @@ class Gateway:
         self.approvals = None
         self.recorder = None
         self.port: int | None = None
+        # Several worker processes share the port (pgguard serve --workers N).
+        self.reuse_port = os.environ.get("PGGUARD_REUSE_PORT") == "1"
         self._nursery: trio.Nursery | None = None
         self._limit = trio.CapacityLimiter(cfg.listen.max_clients)
 
@@ -142,7 +147,10 @@ class Gateway:
 
     async def serve(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
         cfg = self.cfg.listen
-        listeners = await trio.open_tcp_listeners(cfg.port, host=cfg.host)
+        if self.reuse_port:
+            listeners = [await _reuse_port_listener(cfg.host, cfg.port)]
+        else:
+            listeners = await trio.open_tcp_listeners(cfg.port, host=cfg.host)
         self.port = listeners[0].socket.getsockname()[1]
         log.info("event=listening host=%s port=%d tls=%s", cfg.host, self.port,
                  self.server_ssl is not None)
@@ -176,6 +184,17 @@ class Gateway:
         except RuntimeError:
             # Not in the main thread (tests run gateways in threads): no signal handling.
             return
+
+
+async def _reuse_port_listener(host: str, port: int) -> trio.SocketListener:
+    infos = await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_STREAM)
+    family, type_, proto, _, addr = infos[0]
+    sock = trio.socket.socket(family, type_, proto)
+    sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
+    sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEPORT, 1)
+    await sock.bind(addr)
+    sock.listen(1024)
+    return trio.SocketListener(sock)
 
 
 async def run_gateway(cfg: config_mod.Config, task_status=trio.TASK_STATUS_IGNORED) -> None:
