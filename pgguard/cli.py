@@ -45,6 +45,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _serve_one(cfg) -> int:
+    import signal
+
     import trio
 
     from .net.listener import Gateway
@@ -53,7 +55,15 @@ def _serve_one(cfg) -> int:
     async def main() -> None:
         gateway = Gateway(cfg)
         attach_components(gateway)
-        await gateway.serve()
+        async with trio.open_nursery() as nursery:
+            # SIGINT/SIGTERM end the gateway cleanly: sessions are closed, leases revoked,
+            # the session log sealed (Gateway.serve's cleanup).
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                await nursery.start(gateway.serve)
+                async for signum in signals:
+                    logging.getLogger("pgguard").info("event=shutdown signal=%d", signum)
+                    nursery.cancel_scope.cancel()
+                    break
 
     try:
         trio.run(main)
