@@ -9,9 +9,9 @@ Debian package, transaction pooling) and `pgguard serve` as a subprocess, then r
 - a 10,000-row SELECT fetched with psycopg (rows/s).
 
 Every figure is also given as a ratio to direct PostgreSQL. Variants of pgguard (each a
-separate `pgguard serve`): `core` (policy allows everything; nothing to mask or record),
-`policy` (read-only grant, statements classified), `masking` (one masked column, plus
-detectors), `recording` (session recording on, fsync=batch).
+separate gateway process): `nopolicy` (statement control switched off, benchmarks only),
+`core` (every statement classified and allowed; nothing to mask or record), `masking`
+(one masked column, plus detectors), `recording` (session recording on, fsync=batch).
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 
 import psycopg  # noqa: E402
-
 from harness.gateway import (  # noqa: E402
     APP_DB,
     APP_PASSWORD,
@@ -95,7 +94,7 @@ unix_socket_dir =
     kwargs = {}
     if os.geteuid() == 0:
         pw = pwd.getpwnam("postgres")
-        for root, dirs, files in os.walk(d):
+        for root, _dirs, files in os.walk(d):
             os.chown(root, pw.pw_uid, pw.pw_gid)
             for name in files:
                 os.chown(os.path.join(root, name), pw.pw_uid, pw.pw_gid)
@@ -139,8 +138,8 @@ def variant_config(name: str, pg, bao, workdir: str) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=5)
-    ap.add_argument("--variants", default="core",
-                    help="comma-separated pgguard variants: core,masking,recording")
+    ap.add_argument("--variants", default="nopolicy,core",
+                    help="comma-separated pgguard variants: nopolicy,core,masking,recording")
     args = ap.parse_args()
     secs = max(1, int(args.seconds))
     workdir = tempfile.mkdtemp(prefix="pgguard-bench-")
@@ -164,7 +163,10 @@ def main() -> int:
         for name in [v for v in args.variants.split(",") if v]:
             vdir = os.path.join(workdir, name)
             os.makedirs(vdir)
-            gw = ProcessGateway(variant_config(name, pg, bao, vdir), vdir).start()
+            gw = ProcessGateway(variant_config(name, pg, bao, vdir), vdir)
+            gw.command = [sys.executable, os.path.join(HERE, "serve_variant.py"),
+                          "--config", gw.path] + (["--no-policy"] if name == "nopolicy" else [])
+            gw.start()
             gateways.append(gw)
             targets.append((f"pgguard-{name}", "127.0.0.1", gw.port, "bench", token))
 

@@ -157,12 +157,13 @@ class ProcessGateway:
             tomli_w.dump(self.cfg_dict, f)
         self.log_path = os.path.join(workdir, "pgguard.log")
         self.proc: subprocess.Popen | None = None
+        self.command = [sys.executable, "-m", "pgguard", "serve", "--config", self.path,
+                        "--log-level", "debug"]
 
     def start(self) -> ProcessGateway:
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pgguard", "serve", "--config", self.path,
-             "--log-level", "debug"], stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(self.command, stdout=log, stderr=log,
+                                     stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
