@@ -18,10 +18,13 @@ from ..approvals import held_notice
 from ..config import ConnectionConfig
 from ..errors import GatewayError, PolicyDenied, QueryCanceled
 from ..wire.messages import FunctionCall, Parse, Query
+from .masker import FUNCTION_CALL_REFUSED, ResultMasker, hub_for
 
 if TYPE_CHECKING:
     from ..identity import Identity
+    from ..masking import SessionMasking
     from ..wire.parser import Framer
+    from .backend import BackendLink
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,29 @@ class Guard:
         self.prepared: dict[str, policy.Classification] = {}
         self.standard_strings = True
         self._withdrawn = False
+        # Masking, when configured and the user is not exempt. Only then does the backend
+        # pump show this guard every upstream message (observes_results); other sessions
+        # keep the raw byte path.
+        self.masking: SessionMasking | None = None
+        self.masker: ResultMasker | None = None
+        hub = hub_for(gateway)
+        if hub.active:
+            self.masking = hub.session(self.groups)
+            if self.masking is not None:
+                self.masker = ResultMasker(self.masking, hub, conn, session)
+                self.observes_results = True
+                # The backend pump calls this for every upstream message: skip a hop.
+                self.on_backend = self.masker.on_backend  # type: ignore[method-assign]
+
+    async def start(self, link: BackendLink, params: dict[str, str]) -> None:
+        """The upstream link is logged in and the client does not have control yet: load
+        what masking needs (the catalog).
+
+        Raises:
+            ConnectionFailure: the catalog could not be read (masking fails closed).
+        """
+        if self.masker is not None:
+            await self.masker.start(link, params)
 
     def check(self, msg) -> Verdict | None:
         """Classify a Query, Parse or FunctionCall and decide; None means forward as is."""
@@ -68,11 +94,25 @@ class Guard:
             return None
         cls = policy.classify(sql, self.prepared, standard_strings=self.standard_strings)
         decision = self.policy.decide(self.groups, cls)
+        masker = self.masker
         if decision.action == "allow":
+            if masker is not None and (refusal := masker.plan_statement(sql)) is not None:
+                return self._masking_refusal(decision, sql, protocol, refusal, cls)
             self._remember(cls)
             return None
         verdict = self._verdict(decision, sql, protocol)
         verdict.classification = cls
+        if verdict.hold and masker is not None \
+                and (refusal := masker.plan_statement(sql)) is not None:
+            # No approver needs to see what masking would refuse anyway.
+            return self._masking_refusal(decision, sql, protocol, refusal, cls)
+        return verdict
+
+    def _masking_refusal(self, decision: policy.Decision, sql: str, protocol: str,
+                         refusal, cls: policy.Classification) -> Verdict:
+        verdict = Verdict(decision, sql, protocol, refuse=refusal.error(), classification=cls)
+        log.info("event=statement_refused session=%s user=%s category=masking reason=%r",
+                 self.session.session_id, self.identity.user, refusal.reason)
         return verdict
 
     def _function_call(self, msg: FunctionCall) -> Verdict | None:
@@ -82,9 +122,13 @@ class Guard:
                                     "", frozenset({"unknown"}))
         cls = policy.Classification((info,), "unknown", frozenset({"unknown"}))
         decision = self.policy.decide(self.groups, cls)
+        sql = f"-- FunctionCall oid {msg.function_oid}"
+        if self.masker is not None and decision.action != "deny":
+            # A fastpath result has no RowDescription to mask by: refuse (fail closed).
+            return Verdict(decision, sql, "function", refuse=FUNCTION_CALL_REFUSED)
         if decision.action == "allow":
             return None
-        return self._verdict(decision, f"-- FunctionCall oid {msg.function_oid}", "function")
+        return self._verdict(decision, sql, "function")
 
     def _verdict(self, decision: policy.Decision, sql: str, protocol: str) -> Verdict:
         verdict = Verdict(decision, sql, protocol)
@@ -166,11 +210,34 @@ class Guard:
         return True
 
     def note_sent(self, msg, verdict: Verdict | None) -> None:
-        return None
+        """A Query, Parse or FunctionCall (or the marker replacing a refused one) is about
+        to go upstream."""
+        if self.masker is not None:
+            self.masker.sent(msg, verdict is not None and verdict.refuse is not None)
+
+    def wants_catalog(self, msg) -> bool:
+        """Masking: reload the catalog before planning *msg* (only with observes_results)."""
+        return self.masker is not None and self.masker.wants_catalog(msg)
+
+    async def reload_catalog(self) -> None:
+        """Masking: reload the catalog once what was sent before has been answered."""
+        if self.masker is not None:
+            await self.masker.reload_catalog()
+
+    def on_frontend(self, kind: bytes, framer: Framer, start: int, end: int) -> bytes | None:
+        """Bind/Describe/Execute/Close/Sync being forwarded (only with observes_results):
+        masking tracks statements and portals; may return replacement bytes."""
+        if self.masker is None:
+            return None
+        return self.masker.on_frontend(kind, framer, start, end)
 
     def on_backend(self, kind: bytes, framer: Framer, start: int, end: int,
                    replacement: bytes | None) -> bytes | None:
-        return replacement
+        """Every upstream message (only with observes_results): masking rewrites rows,
+        COPY data, errors and notices."""
+        if self.masker is None:
+            return replacement
+        return self.masker.on_backend(kind, framer, start, end, replacement)
 
     async def before_send(self, data: bytes) -> None:
         return None

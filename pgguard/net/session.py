@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 RECEIVE_SIZE = 65536
 READY_KINDS = ALLOWED[Phase.READY]
 SKIPPED_AFTER_ERROR = frozenset(b"PBDEC")  # PostgreSQL discards these until Sync after an error
+MASKING_TRACKED = frozenset(b"BDECS")  # Bind, Describe, Execute, Close, Sync
 
 # Startup parameters a client may pass through to PostgreSQL. Anything that changes who
 # the session runs as is refused; unknown ones are dropped (a GUC set at startup would
@@ -352,6 +353,9 @@ class ClientSession:
         self.gateway.watch_lease(self)
         guard.standard_strings = self.link.parameters.get("standard_conforming_strings",
                                                           "on") == "on"
+        if guard.observes_results:
+            # Masking loads the catalog before the client gets control.
+            await guard.start(self.link, params)
         parts = [codec.authentication(AUTH_OK)]
         parts.extend(self.link.startup_messages)
         parts.append(codec.backend_key_data(self.link.process_id, self.secret_key))
@@ -391,6 +395,7 @@ class ClientSession:
         framer = self.client_framer
         guard = self.guard
         assert guard is not None
+        observe = guard.observes_results
         skipping = False
         while True:
             buf = framer.buf
@@ -409,6 +414,16 @@ class ClientSession:
                         skipping = False
                 elif k == 0x51 or k == 0x50 or k == 0x46:  # Query, Parse, FunctionCall
                     msg = framer.decode(kind, start, end)
+                    if observe and guard.wants_catalog(msg):
+                        # Masking reloads the catalog (after DDL) before planning: what
+                        # came before must reach PostgreSQL and be answered first.
+                        if run_start >= 0:
+                            out.append(bytes(buf[run_start:run_end]))
+                            run_start = -1
+                        if out:
+                            await self._send_upstream(b"".join(out))
+                            out = []
+                        await guard.reload_catalog()
                     verdict = guard.check(msg)
                     if verdict is not None:
                         if verdict.hold:
@@ -436,6 +451,10 @@ class ClientSession:
                     self.end_reason = "client terminated"
                     scope.cancel()
                     return
+                if observe and replacement is None and k in MASKING_TRACKED:
+                    # Masking maps each result to its plan through statements, portals
+                    # and Syncs; it may add a Describe before an Execute.
+                    replacement = guard.on_frontend(kind, framer, start, end)
                 if replacement is None:
                     if run_start < 0:
                         run_start = start
