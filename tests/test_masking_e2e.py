@@ -39,7 +39,7 @@ EXTRA_SQL = """
 CREATE TABLE accounts_ext (id int PRIMARY KEY, user_id int REFERENCES users (id),
                            label text, balance numeric);
 INSERT INTO accounts_ext SELECT id, id, 'acct-' || id, id * 100 FROM users;
-CREATE TABLE email_aliases (alias_email text, user_id int);
+CREATE TABLE email_aliases (email text, user_id int);
 INSERT INTO email_aliases SELECT email, id FROM users WHERE id <= 5;
 CREATE FUNCTION get_ssn(i int) RETURNS text LANGUAGE sql AS 'SELECT ssn FROM users WHERE id = i';
 CREATE FUNCTION shout(t text) RETURNS text LANGUAGE plpgsql
@@ -265,9 +265,9 @@ CASES: list[tuple[str, Any, tuple | None, str]] = [
     (Q, "SELECT ssn FROM users UNION SELECT email FROM users", None, "ok"),
     (Q, "SELECT ssn FROM users UNION ALL SELECT 'x'", None, "ok"),
     (Q, "SELECT 'x' UNION ALL SELECT ssn FROM users", None, "ok"),
-    (Q, "SELECT email FROM users INTERSECT SELECT alias_email FROM email_aliases", None, "ok"),
+    (Q, "SELECT email FROM users INTERSECT SELECT email FROM email_aliases", None, "ok"),
     (Q, "SELECT email FROM users EXCEPT SELECT 'nobody'", None, "ok"),
-    (Q, "SELECT alias_email FROM email_aliases", None, "ok"),
+    (Q, "SELECT email FROM email_aliases", None, "ok"),
     # views
     (Q, "SELECT * FROM user_contacts", None, "ok"),
     (Q, "SELECT email_lower FROM user_contacts", None, "ok"),
@@ -487,3 +487,282 @@ def test_exempt_user_sees_clear_values(officer, needles, case):
     run_case(officer, mode, sql, params)
     assert leaks(officer.seen, needles), f"no clear value for the exempt user: " \
                                          f"{officer.seen[:3]}"
+
+
+# --- strategies ---------------------------------------------------------------------------
+
+
+def test_hash_gives_equal_tokens_for_equal_inputs_and_joins_work(reader, officer):
+    rows = reader.conn.execute(
+        "SELECT u.id, u.email, a.email FROM users u "
+        "JOIN email_aliases a ON a.user_id = u.id ORDER BY u.id").fetchall()
+    assert len(rows) == 5
+    assert all(r[1] == r[2] and r[1].startswith("h:") and len(r[1]) == 18 for r in rows)
+    assert len({r[1] for r in rows}) == 5
+    # The client can join on the tokens it was given: same token, same person.
+    tokens = dict(reader.conn.execute("SELECT id, email FROM users").fetchall())
+    aliases = reader.conn.execute("SELECT user_id, email FROM email_aliases").fetchall()
+    assert all(tokens[uid] == tok for uid, tok in aliases)
+    # Binary format gives the same tokens as text format.
+    binary = dict(reader.conn.cursor(binary=True).execute(
+        "SELECT id, email FROM users").fetchall())
+    assert binary == tokens
+    clear = dict(officer.conn.execute("SELECT id, email FROM users").fetchall())
+    assert "@" in clear[1] and clear[1] != tokens[1]
+
+
+def test_partial_keeps_exactly_keep_characters(reader, officer):
+    masked = dict(reader.conn.execute("SELECT id, ssn FROM users").fetchall())
+    clear = dict(officer.conn.execute("SELECT id, ssn FROM users").fetchall())
+    for uid, value in clear.items():
+        assert masked[uid] == "*" * (len(value) - 4) + value[-4:]
+    cards = reader.conn.execute("SELECT card_number FROM users").fetchall()
+    assert all(c[:-4] == "*" * (len(c) - 4) for (c,) in cards)
+
+
+def test_null_and_redact_strategies(reader):
+    row = reader.conn.execute("SELECT name, phone, profile FROM users WHERE id = 1").fetchone()
+    assert row == (None, "***", "***")
+
+
+# --- writes, refusals, errors and notices -------------------------------------------------
+
+
+def test_returning_is_masked(writer, needles):
+    writer.seen.clear()
+    with writer.conn.transaction(force_rollback=True):
+        rows = writer.conn.execute(
+            "UPDATE users SET created_at = created_at WHERE id <= 3 "
+            "RETURNING id, ssn, email, to_jsonb(users)").fetchall()
+        writer.keep(rows)
+        note = writer.conn.execute(
+            "INSERT INTO notes (user_id, body) VALUES (1, 'see ' || %s) "
+            "RETURNING body, (SELECT ssn FROM users WHERE id = 1)", ("x",)).fetchall()
+        writer.keep(note)
+        deleted = writer.conn.execute("DELETE FROM email_aliases WHERE user_id = 2 "
+                                      "RETURNING *").fetchall()
+        writer.keep(deleted)
+        cte = writer.conn.execute("WITH d AS (UPDATE users SET created_at = created_at "
+                                  "WHERE id = 4 RETURNING *) SELECT * FROM d").fetchall()
+        writer.keep(cte)
+    assert len(rows) == 3 and rows[0][1].endswith("7468") and rows[0][1].startswith("***")
+    assert note[0][1].startswith("*") and deleted[0][0].startswith("h:")
+    assert not leaks(writer.seen, needles)
+
+
+@pytest.mark.parametrize("sql", [
+    "CREATE TABLE stolen AS SELECT ssn FROM users",
+    "SELECT ssn INTO stolen FROM users",
+    "INSERT INTO notes (user_id, body) SELECT id, ssn FROM users",
+    "UPDATE notes SET body = (SELECT ssn FROM users WHERE id = 1)",
+    "SELECT pg_notify('c', ssn) FROM users",
+])
+def test_storing_masked_values_elsewhere_is_refused(writer, sql):
+    with pytest.raises(psycopg.Error) as info:
+        writer.conn.execute(sql)
+    assert info.value.sqlstate == "42501"
+    assert "pgguard: masking" in str(info.value)
+    _rollback(writer.conn)
+
+
+def test_constraint_errors_do_not_echo_values(writer, needles):
+    writer.seen.clear()
+    for sql in ["UPDATE users SET email = (SELECT email FROM users WHERE id = 2) WHERE id = 1",
+                "UPDATE users SET email = lower(email) || '' WHERE id = 2",
+                "INSERT INTO users (id, name, email, ssn) VALUES (1, 'x', 'x@example.org', 'y')",
+                "UPDATE users SET ssn = NULL WHERE id = 3"]:
+        try:
+            writer.conn.execute(sql)
+        except psycopg.Error as exc:
+            writer.error(exc)
+        _rollback(writer.conn)
+    assert not leaks(writer.seen, needles)
+    assert any("violates" in s or "pgguard" in s for s in writer.seen)
+
+
+def test_notices_raised_with_masked_values_are_withheld(reader, needles):
+    reader.seen.clear()
+    reader.notices.clear()
+    reader.conn.execute("SELECT shout(ssn), shout(email) FROM users WHERE id <= 2").fetchall()
+    assert len(reader.notices) == 4
+    assert not leaks(reader.notices, needles)
+
+
+def test_exempt_user_gets_clear_notices(officer):
+    officer.notices.clear()
+    officer.conn.execute("SELECT shout(ssn) FROM users WHERE id = 1").fetchall()
+    assert any("432-29-7468" in n for n in officer.notices)
+
+
+# --- the catalog follows DDL --------------------------------------------------------------
+
+
+def test_views_created_in_the_session_are_planned_with_the_new_catalog(writer, needles):
+    c = writer.conn
+    writer.seen.clear()
+    try:
+        c.execute("CREATE VIEW v_labels AS SELECT id, label FROM accounts_ext")
+        assert c.execute("SELECT label FROM v_labels WHERE id = 1").fetchone() == ("acct-1",)
+        # Same name, new definition: the column now carries SSNs.
+        c.execute("CREATE OR REPLACE VIEW v_labels AS SELECT id, ssn AS label FROM users")
+        (value,) = c.execute("SELECT label FROM v_labels WHERE id = 1").fetchone()
+        assert value == "*******7468"
+        # DDL and a read in one Query: the read is masked as unproven.
+        cur = c.execute("CREATE OR REPLACE VIEW v_labels AS SELECT id, email AS label "
+                        "FROM users; SELECT label FROM v_labels")
+        cur.nextset()
+        writer.keep(cur.fetchall())
+        writer.keep(c.execute("SELECT * FROM v_labels").fetchall())
+    finally:
+        c.execute("DROP VIEW IF EXISTS v_labels")
+    assert not leaks(writer.seen, needles)
+
+
+def test_masking_sessions_observe_results_and_others_keep_the_raw_path(gw, reader, officer):
+    def guards():
+        return {s.user: (s.guard.observes_results, s.guard.masking is not None)
+                for s in gw.gateway.all_sessions if s.guard is not None}
+    state = gw.run_sync(guards)
+    assert state["rita"] == (True, True)
+    assert state["olga"] == (False, False)
+
+
+def test_unreadable_hash_key_is_a_config_error(tmp_path):
+    from pgguard.config import MaskingConfig, MaskRule
+    from pgguard.errors import ConfigError
+    from pgguard.net.masker import MaskingHub
+
+    cfg = MaskingConfig(hash_key_file=str(tmp_path / "missing.key"),
+                        rules=(MaskRule(columns=("users.ssn",), strategy="hash"),))
+    with pytest.raises(ConfigError) as info:
+        MaskingHub(cfg)
+    assert "masking.hash_key_file" in str(info.value)
+    # Without [masking] nothing is active and no key is read.
+    assert not MaskingHub(MaskingConfig()).active
+
+
+# --- the extended protocol as drivers other than psycopg use it ---------------------------
+
+
+def _raw(gw, tokens):
+    from rawclient import RawClient, error_of
+    c = RawClient(gw.port)
+    msgs = c.login("rita", tokens("rita", ["readers"]), CONN)
+    assert error_of(msgs) is None, msgs
+    return c
+
+
+def _messages_until_ready(c) -> list:
+    from pgguard.wire.messages import ReadyForQuery
+    return c.until(ReadyForQuery)
+
+
+def _texts(msgs) -> list[str]:
+    out = []
+    for m in msgs:
+        for v in getattr(m, "values", ()) or ():
+            if v is not None:
+                out.append(v.decode("utf-8", "replace"))
+        out.extend(getattr(m, "fields", {}).values() if isinstance(
+            getattr(m, "fields", None), dict) else [])
+    return out
+
+
+def test_portal_nobody_described_is_masked_across_row_limited_executes(gw, tokens, needles):
+    """Bind and Execute with a row limit, no Describe: the gateway describes the portal
+    itself (and keeps that answer from the client)."""
+    from pgguard.wire import codec
+    from pgguard.wire.messages import DataRow, RowDescription
+    c = _raw(gw, tokens)
+    try:
+        c.send(codec.parse("s1", "SELECT id, ssn, email FROM users ORDER BY id")
+               + codec.bind("p1", "s1", result_formats=[1])
+               + codec.execute("p1", 5) + codec.execute("p1", 0) + codec.sync())
+        msgs = _messages_until_ready(c)
+    finally:
+        c.close()
+    kinds = [type(m).__name__ for m in msgs]
+    assert not any(isinstance(m, RowDescription) for m in msgs), kinds
+    rows = [m for m in msgs if isinstance(m, DataRow)]
+    assert len(rows) == 24 and "Raw" in kinds  # PortalSuspended after the first five
+    assert rows[0].values[1] == b"*******7468" and rows[0].values[2].startswith(b"h:")
+    assert not leaks(_texts(msgs), needles)
+
+
+def test_statement_described_then_bound_with_binary_result_formats(gw, tokens, needles):
+    """Describe S answers with format 0; the real formats come from Bind (asyncpg)."""
+    from pgguard.wire import codec
+    from pgguard.wire.messages import DataRow
+    c = _raw(gw, tokens)
+    try:
+        c.send(codec.parse("s2", "SELECT id, profile, ssn FROM users WHERE id = $1", [23])
+               + codec.describe("S", "s2") + codec.sync())
+        _messages_until_ready(c)
+        c.send(codec.bind("", "s2", [b"1"], result_formats=[1, 1, 0]) + codec.execute("", 0)
+               + codec.sync())
+        msgs = _messages_until_ready(c)
+    finally:
+        c.close()
+    (row,) = [m for m in msgs if isinstance(m, DataRow)]
+    assert row.values[0] == b"\x00\x00\x00\x01"        # int4, binary, clear
+    assert row.values[1] == b'\x01"***"'               # jsonb, binary: version byte + JSON
+    assert row.values[2] == b"*******7468"
+    assert not leaks(_texts(msgs), needles)
+
+
+def test_results_after_an_extended_protocol_error_are_masked(gw, tokens, needles):
+    """After an error PostgreSQL skips to Sync; the gateway must skip the same messages."""
+    from pgguard.wire import codec
+    from pgguard.wire.messages import DataRow, ErrorResponse
+    c = _raw(gw, tokens)
+    try:
+        c.send(codec.parse("", "SELECT ssn::int FROM users") + codec.bind("", "")
+               + codec.describe("P", "") + codec.execute("", 0)
+               + codec.parse("", "SELECT 1") + codec.bind("", "") + codec.execute("", 0)
+               + codec.sync()
+               + codec.parse("", "SELECT 'x', ssn, email FROM users") + codec.bind("", "")
+               + codec.describe("P", "") + codec.execute("", 0) + codec.sync())
+        msgs = _messages_until_ready(c) + _messages_until_ready(c)
+        c.send(codec.query("PREPARE sq AS SELECT email, ssn FROM users"))
+        _messages_until_ready(c)
+        c.send(codec.bind("", "sq") + codec.execute("", 0) + codec.sync())
+        bound = _messages_until_ready(c)
+    finally:
+        c.close()
+    assert sum(isinstance(m, ErrorResponse) for m in msgs) == 1
+    rows = [m for m in msgs if isinstance(m, DataRow)]
+    assert len(rows) == 24 and rows[0].values[1] == b"*******7468"
+    bound_rows = [m for m in bound if isinstance(m, DataRow)]
+    assert len(bound_rows) == 24 and bound_rows[0].values[0].startswith(b"h:")
+    assert not leaks(_texts(msgs + bound), needles)
+
+
+def test_asyncpg_prepared_statements_and_cursor_prefetch(gw, tokens, needles):
+    import asyncio
+
+    import asyncpg
+
+    async def main() -> list[str]:
+        conn = await asyncpg.connect(host="127.0.0.1", port=gw.port, user="rita",
+                                     database=CONN, password=tokens("rita", ["readers"]),
+                                     ssl=False, timeout=10)
+        seen: list[str] = []
+        try:
+            stmt = await conn.prepare("SELECT id, ssn, email, profile FROM users u "
+                                      "WHERE id > $1 ORDER BY id")
+            for _ in range(3):
+                seen += [repr(tuple(r)) for r in await stmt.fetch(0)]
+            async with conn.transaction():
+                async for r in conn.cursor("SELECT ssn, card_number, body FROM users "
+                                           "JOIN notes ON notes.user_id = users.id",
+                                           prefetch=4):
+                    seen.append(repr(tuple(r)))
+            first = await conn.fetchrow("SELECT ssn FROM users WHERE id = 1")
+            assert first["ssn"] == "*******7468"
+        finally:
+            await conn.close()
+        return seen
+
+    seen = asyncio.run(asyncio.wait_for(main(), 30))
+    assert len(seen) == 3 * 24 + 29
+    assert not leaks(seen, needles)
