@@ -1,6 +1,410 @@
 """The recorder tap of a session: turns what a session sees into audit records.
 
-Placeholder interface; the implementation lands with the recording integration.
+The session calls the tap at fixed points (docs/audit-format.md, "Session records"):
+``session_start`` once the client is connected upstream, ``statement`` for every Query,
+Parse and FunctionCall with the guard's verdict, ``bind`` for every Bind, ``to_client``
+with the exact bytes about to be sent to the client (already masked), ``approval`` from
+the guard, ``cancel`` and ``session_end``.
+
+What is recorded is what the client saw: result rows are taken from the bytes sent to it,
+after masking. Statement text and parameters go through the masking detectors first, so a
+literal e-mail address or card number in a statement is recorded as ``[email]``/``[card]``.
+
+Durability: a result record is enqueued before the bytes that complete it (CommandComplete,
+ErrorResponse, ReadyForQuery) leave for the client; with ``recording.fsync = "always"`` the
+tap also awaits ``Recorder.flush()`` then, so the record is on disk before the client can
+see the result. See "Durability" in docs/audit-format.md for the other modes.
 """
 
 from __future__ import annotations
+
+import logging
+import struct
+import time
+from typing import TYPE_CHECKING, Any
+
+from .. import policy
+from ..audit import AuditError
+from ..errors import ConnectionFailure
+from ..masking.detectors import Detectors
+from ..masking.rewrite import python_encoding
+from ..wire import codec
+from ..wire.messages import Bind, FunctionCall, Parse, Query
+
+if TYPE_CHECKING:
+    from ..audit import Recorder
+    from .guard import Verdict
+    from .session import ClientSession
+
+log = logging.getLogger(__name__)
+
+_HEADER = struct.Struct("!cI")
+_I16 = struct.Struct("!h")
+_I32 = struct.Struct("!i")
+
+_COPY_TEXT_OID = 25
+_COPY_BINARY_OID = 17
+_CACHE_ENTRIES = 256
+# No detector matches fewer than seven digits and nothing else (the shortest, phone, needs
+# seven digits and a separator or a "+"; plain integers never match): skip the scan.
+_SHORT_NUMBER_LEN = 7
+
+
+class RecordingUnavailable(ConnectionFailure):
+    """The audit writer stopped: a session must not go on unrecorded."""
+
+
+class _Result:
+    """One result being received: columns, the first rows, and the row count."""
+
+    __slots__ = ("columns", "formats", "rows", "count", "copy_format")
+
+    def __init__(self) -> None:
+        self.columns: list[list[Any]] = []
+        self.formats: list[int] = []
+        self.rows: list[list[Any]] = []
+        self.count = 0
+        self.copy_format: int | None = None
+
+
+class SessionTap:
+    """Feeds one session's events into the gateway's :class:`~pgguard.audit.Recorder`.
+
+    Args:
+        recorder: the gateway's recorder (running).
+        session: the client session (connected upstream, authenticated).
+    """
+
+    def __init__(self, recorder: Recorder, session: ClientSession):
+        self.recorder = recorder
+        self.session = session
+        self.sid = session.session_id
+        self.max_rows = recorder.max_rows
+        self.sync_results = recorder.cfg.fsync == "always"
+        self._detectors = self._session_detectors(session)
+        self._encoding = "utf-8"
+        # Extended protocol: a statement is recorded at its Bind, with the parameters.
+        self._prepared: dict[str, dict[str, Any]] = {}
+        self._unbound: dict[str, dict[str, Any]] = {}
+        self._result: _Result | None = None
+        self._rest = b""
+        # Statement text repeats (drivers re-send the same SQL): cache its scan and, for
+        # allowed statements, its decision (valid while the guard keeps the
+        # same policy and standard_conforming_strings).
+        self._scanned: dict[str, str] = {}
+        self._allowed: dict[str, dict[str, Any]] = {}
+        self._allowed_state: tuple[object, bool] | None = None
+        self._ended = False
+
+    # --- helpers --------------------------------------------------------------------
+
+    @staticmethod
+    def _session_detectors(session: ClientSession) -> Detectors:
+        """The detectors that scan statement text and parameters for this session."""
+        masking = getattr(session.guard, "masking", None)
+        detectors = getattr(masking, "detectors", None)
+        if isinstance(detectors, Detectors):
+            return detectors
+        cfg = session.gateway.cfg.masking
+        groups = set(session.identity.groups if session.identity else ())
+        if groups & set(cfg.exempt_groups):
+            return Detectors(())
+        return Detectors(cfg.detectors)
+
+    async def _record(self, type: str, **fields: Any) -> None:
+        try:
+            await self.recorder.record(self.sid, type, **fields)
+        except AuditError as exc:
+            # Nothing may happen unrecorded: end the session rather than go on blind.
+            log.error("event=recording_unavailable session=%s error=%s", self.sid, exc)
+            raise RecordingUnavailable("pgguard: session recording is unavailable") from None
+
+    def _scan(self, text: str) -> str:
+        if not self._detectors or (len(text) < _SHORT_NUMBER_LEN and text.isdigit()):
+            return text
+        return self._detectors.scan_text(text)
+
+    def _scan_sql(self, sql: str) -> str:
+        scanned = self._scanned.get(sql)
+        if scanned is None:
+            scanned = self._scan(sql)
+            if len(self._scanned) >= _CACHE_ENTRIES:
+                self._scanned.clear()
+            self._scanned[sql] = scanned
+        return scanned
+
+    def _decision(self, sql: str, protocol: str, verdict: Verdict | None) -> dict[str, Any]:
+        guard = self.session.guard
+        request_id = None
+        if verdict is not None and verdict.decision is not None:
+            decision = verdict.decision
+            refused = verdict.refuse is not None
+            request_id = verdict.request_id
+        elif guard is not None:
+            state = (guard.policy, guard.standard_strings)
+            if self._allowed_state != state:
+                self._allowed.clear()  # reloaded, or strings parse otherwise now
+                self._allowed_state = state
+            cached = self._allowed.get(sql)
+            if cached is not None and cached["protocol"] == protocol:
+                return dict(cached)
+            # The guard lets allowed statements through without a verdict; ask the
+            # policy again (the classification is cached) for the category and reason.
+            cls = policy.classify(sql, guard.prepared, standard_strings=guard.standard_strings)
+            decision = guard.policy.decide(guard.groups, cls)
+            refused = False
+            if not cls.has_execute:  # EXECUTE depends on the session's PREPAREs
+                fields = self._fields(sql, protocol, decision, refused, None)
+                if len(self._allowed) >= _CACHE_ENTRIES:
+                    self._allowed.clear()
+                self._allowed[sql] = fields
+                return dict(fields)
+        else:
+            decision = None
+            refused = False
+        return self._fields(sql, protocol, decision, refused, request_id)
+
+    def _fields(self, sql: str, protocol: str, decision: policy.Decision | None,
+                refused: bool, request_id: int | None) -> dict[str, Any]:
+        fields: dict[str, Any] = {
+            "sql": self._scan_sql(sql),
+            "params": [],
+            "protocol": protocol,
+            "decision": decision.action if decision else "allow",
+            "category": decision.category if decision else "unknown",
+            "kind": decision.kind if decision else "",
+            "reason": decision.reason if decision else "",
+            "refused": refused,
+        }
+        if request_id is not None:
+            fields["request_id"] = request_id
+        return fields
+
+    def _param(self, value: bytes | None, fmt: int) -> str | None:
+        if value is None:
+            return None
+        if fmt == 1:
+            return f"<binary {len(value)} bytes>"
+        return self._scan(value.decode(self._encoding, "replace"))
+
+    # --- hooks ----------------------------------------------------------------------
+
+    async def session_start(self) -> None:
+        """Record who connected, from where, to what."""
+        s = self.session
+        await self._record(
+            "session_start",
+            user=s.user or "",
+            groups=list(s.identity.groups) if s.identity else [],
+            connection=s.guard.conn.name if s.guard is not None else (s.database or ""),
+            client_addr=s.peer,
+            tls=bool(s.tls),
+        )
+
+    async def statement(self, msg: Query | Parse | FunctionCall, verdict: Verdict | None
+                        ) -> None:
+        """Record a statement and its decision (extended protocol: at its Bind).
+
+        Args:
+            msg: the client's Query, Parse or FunctionCall.
+            verdict: None when the guard let it through, else the guard's verdict.
+        """
+        if isinstance(msg, Query):
+            await self._record("statement", **self._decision(msg.sql, "simple", verdict))
+        elif isinstance(msg, Parse):
+            fields = self._decision(msg.sql, "extended", verdict)
+            if verdict is not None and verdict.refuse is not None:
+                # No Bind will follow a refused Parse (the session skips to Sync).
+                await self._record("statement", **fields)
+                return
+            old = self._unbound.pop(msg.name, None)
+            if old is not None:
+                await self._record("statement", **old)  # parsed again before any Bind
+            self._prepared[msg.name] = fields
+            self._unbound[msg.name] = fields
+        elif isinstance(msg, FunctionCall):
+            sql = f"-- FunctionCall oid {msg.function_oid}"
+            await self._record("statement", **self._decision(sql, "function", verdict))
+
+    async def bind(self, msg: Bind) -> None:
+        """Record the statement a Bind executes, with its parameters after the detectors.
+
+        Args:
+            msg: the client's Bind.
+        """
+        base = self._prepared.get(msg.statement)
+        self._unbound.pop(msg.statement, None)
+        if base is None:
+            # Parsed before the tap existed, or never: record what is known.
+            base = {"sql": "", "params": [], "protocol": "extended", "decision": "allow",
+                    "category": "unknown", "kind": "", "reason": "statement not seen",
+                    "refused": False}
+        formats = msg.param_formats
+        nf = len(formats)
+        params = [self._param(v, formats[i] if nf > 1 else (formats[0] if nf else 0))
+                  for i, v in enumerate(msg.params)]
+        fields = dict(base)
+        fields["params"] = params
+        await self._record("statement", **fields)
+
+    async def to_client(self, data: bytes) -> None:
+        """Build result, error and notice records from bytes about to reach the client.
+
+        Only the first ``recording.max_rows`` DataRows of a result are decoded; the rest
+        are counted. Records completed by *data* are enqueued (and flushed when
+        ``fsync = "always"``) before this returns, i.e. before the client gets them.
+
+        Args:
+            data: whole backend messages, exactly as they will be sent.
+        """
+        if self._rest:
+            data = self._rest + data
+            self._rest = b""
+        n = len(data)
+        pos = 0
+        completed = False
+        max_rows = self.max_rows
+        unpack = _HEADER.unpack_from
+        while pos + 5 <= n:
+            kind, size = unpack(data, pos)
+            end = pos + 1 + size
+            if end > n:
+                break
+            k = kind[0]
+            if k == 0x44:  # DataRow
+                res = self._result
+                if res is None:
+                    res = self._result = _Result()
+                res.count += 1
+                if len(res.rows) < max_rows:
+                    res.rows.append(self._row(data, pos + 5, res.formats))
+            elif k == 0x64:  # CopyData
+                res = self._result
+                if res is not None and res.copy_format is not None:
+                    res.count += 1
+                    if len(res.rows) < max_rows:
+                        chunk = data[pos + 5:end]
+                        res.rows.append([chunk if res.copy_format
+                                         else chunk.decode(self._encoding, "replace")])
+            elif k == 0x54:  # RowDescription
+                msg = codec.decode_backend(kind, data, pos, end)
+                res = self._result = _Result()
+                res.columns = [[f.name, f.type_oid] for f in msg.fields]
+                res.formats = [f.format for f in msg.fields]
+            elif k == 0x43:  # CommandComplete
+                tag = codec.decode_backend(kind, data, pos, end).tag
+                await self._finish_result(tag)
+                completed = True
+            elif k == 0x45:  # ErrorResponse
+                fields = codec.decode_backend(kind, data, pos, end).fields
+                if self._result is not None and self._result.count:
+                    await self._finish_result("")  # rows the client got before the error
+                self._result = None
+                await self._record("error", sqlstate=fields.get("C", ""),
+                                   message=fields.get("M", ""))
+                completed = True
+            elif k == 0x4E:  # NoticeResponse
+                fields = codec.decode_backend(kind, data, pos, end).fields
+                await self._record("notice", message=fields.get("M", ""),
+                                   severity=fields.get("S", ""), sqlstate=fields.get("C", ""))
+            elif k == 0x48 or k == 0x47:  # CopyOutResponse / CopyInResponse
+                res = self._result = _Result()
+                fmt = data[pos + 5]
+                res.copy_format = fmt if k == 0x48 else None
+                if k == 0x48:
+                    oid = _COPY_BINARY_OID if fmt else _COPY_TEXT_OID
+                    res.columns = [["(copy data)", oid]]
+            elif k == 0x73:  # PortalSuspended: Execute hit its row limit
+                res = self._result
+                if res is not None:
+                    await self._finish_result("", suspended=True)
+                    # The next Execute of the portal continues without a RowDescription.
+                    nxt = self._result = _Result()
+                    nxt.columns, nxt.formats = res.columns, res.formats
+                completed = True
+            elif k == 0x5A:  # ReadyForQuery
+                # A Describe without Execute leaves a RowDescription that never completes.
+                self._result = None
+                completed = True
+            elif k == 0x53:  # ParameterStatus
+                msg = codec.decode_backend(kind, data, pos, end)
+                if msg.name == "client_encoding":
+                    self._encoding = python_encoding(msg.value)
+            pos = end
+        if pos < n:
+            # The pump sends whole messages; keep a stray partial one rather than misparse.
+            self._rest = data[pos:]
+        if completed and self.sync_results:
+            await self._flush()
+
+    def _row(self, data: bytes, pos: int, formats: list[int]) -> list[Any]:
+        (ncols,) = _I16.unpack_from(data, pos)
+        pos += 2
+        row: list[Any] = []
+        nf = len(formats)
+        enc = self._encoding
+        for i in range(ncols):
+            (size,) = _I32.unpack_from(data, pos)
+            pos += 4
+            if size < 0:
+                row.append(None)
+                continue
+            value = data[pos:pos + size]
+            pos += size
+            if i < nf and formats[i] == 1:
+                row.append(value)
+            else:
+                row.append(value.decode(enc, "replace"))
+        return row
+
+    async def _finish_result(self, tag: str, suspended: bool = False) -> None:
+        res = self._result
+        self._result = None
+        if res is None:
+            res = _Result()
+        # row_count is what the client was sent (DataRows, or CopyData of COPY TO); the
+        # rows a write affected are in the command tag.
+        count = res.count
+        fields: dict[str, Any] = {
+            "columns": res.columns,
+            "row_count": count,
+            "rows": res.rows,
+            "truncated": count > len(res.rows),
+            "command_tag": tag,
+        }
+        if suspended:
+            fields["suspended"] = True
+        await self._record("result", **fields)
+
+    async def _flush(self) -> None:
+        try:
+            await self.recorder.flush()
+        except AuditError as exc:
+            log.error("event=recording_unavailable session=%s error=%s", self.sid, exc)
+            raise RecordingUnavailable("pgguard: session recording is unavailable") from None
+
+    async def approval(self, type: str, **fields: Any) -> None:
+        """Record an ``approval_request`` or ``approval_decision`` from the guard."""
+        await self._record(type, **fields)
+        if self.sync_results:
+            await self._flush()
+
+    async def cancel(self) -> None:
+        """Record a client CancelRequest for this session."""
+        await self._record("cancel", reason="client cancel request")
+
+    async def session_end(self) -> None:
+        """Record why and how the session ended; never raises (the session is over)."""
+        if self._ended:
+            return
+        self._ended = True
+        s = self.session
+        try:
+            for fields in self._unbound.values():
+                await self._record("statement", **fields)  # parsed, never executed
+            self._unbound.clear()
+            await self._record("session_end", reason=s.end_reason,
+                               duration_s=round(time.time() - s.started, 6),
+                               bytes_in=s.bytes_in, bytes_out=s.bytes_out)
+        except RecordingUnavailable:
+            log.warning("event=session_end_unrecorded session=%s", self.sid)

@@ -1,0 +1,184 @@
+"""What session recording costs: throughput through pgguard with recording on vs off.
+
+One run starts a throwaway PostgreSQL cluster and an OpenBao dev server (the IdP that signs
+the OIDC token), initialises pgbench's tables (scale 1), and runs ``pgguard serve`` as a
+subprocess (log level warning, static credentials) once per mode:
+
+* ``off``: no ``[recording]`` section, the baseline;
+* ``on (fsync=batch)``: the default (records written before the result that completes them
+  reaches the client, fsync every ``fsync_interval_s``);
+* ``on (fsync=always)``: every batch fsynced before the client gets the result.
+
+For each mode it measures
+
+* pgbench select-only TPS: ``pgbench -n -S -M extended -c 4 -T 5`` through the gateway;
+* a 10,000-row SELECT with psycopg (text format, 3 columns), rows/s over ``--reps``
+  repetitions,
+
+and prints a table with the ratios to ``off``. One run per mode (no averaging across runs):
+expect a few percent of noise.
+
+    python benchmarks/bench_recording.py [--seconds 5] [--clients 4] [--reps 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import tomli_w
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from harness.gateway import (  # noqa: E402
+    APP_DB,
+    APP_PASSWORD,
+    APP_USER,
+    base_config,
+    free_port,
+    prepare_app_database,
+)
+from harness.openbao import BaoServer  # noqa: E402
+from harness.postgres import create_cluster  # noqa: E402
+
+BIG_SELECT = "SELECT g, 'row ' || g, g * 1.5 FROM generate_series(1, 10000) g"
+
+
+class Served:
+    """``pgguard serve`` in a subprocess with a quiet log (the benchmark times the gateway,
+    not its debug logging)."""
+
+    def __init__(self, cfg: dict[str, Any], workdir: Path):
+        cfg["listen"]["port"] = self.port = free_port()
+        self.path = workdir / "pgguard.toml"
+        with open(self.path, "wb") as f:
+            tomli_w.dump(cfg, f)
+        self.log = open(workdir / "pgguard.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pgguard", "serve", "--config", str(self.path),
+             "--log-level", "warning"], stdout=self.log, stderr=self.log,
+            stdin=subprocess.DEVNULL, cwd=ROOT)
+        deadline = time.monotonic() + 30
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"pgguard serve exited, see {workdir / 'pgguard.log'}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("pgguard serve did not listen within 30 s") from None
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.log.close()
+
+
+def pgbench_tps(port: int, jwt: str, seconds: int, clients: int) -> float:
+    """Select-only TPS of pgbench through the gateway (excluding connection setup)."""
+    env = dict(os.environ, PGPASSWORD=jwt, PGCONNECT_TIMEOUT="10")
+    res = subprocess.run(
+        ["pgbench", "-n", "-S", "-M", "extended", "-c", str(clients), "-j", str(clients),
+         "-T", str(seconds), "-h", "127.0.0.1", "-p", str(port), "-U", "bench", "appdb"],
+        capture_output=True, text=True, env=env, timeout=seconds + 60,
+        stdin=subprocess.DEVNULL)
+    if res.returncode != 0:
+        raise RuntimeError(f"pgbench failed: {res.stderr}")
+    m = re.search(r"tps = ([\d.]+) \((?:without initial connection time|excluding)", res.stdout)
+    if m is None:
+        m = re.search(r"tps = ([\d.]+)", res.stdout)
+    assert m is not None, res.stdout
+    return float(m.group(1))
+
+
+def big_select_rows_per_s(port: int, jwt: str, reps: int) -> float:
+    """Rows/s of a 10,000-row SELECT fetched with psycopg through the gateway."""
+    dsn = f"host=127.0.0.1 port={port} dbname=appdb user=bench sslmode=disable"
+    with psycopg.connect(dsn, password=jwt, autocommit=True) as conn:
+        assert len(conn.execute(BIG_SELECT).fetchall()) == 10000  # warm-up
+        started = time.perf_counter()
+        for _ in range(reps):
+            conn.execute(BIG_SELECT).fetchall()
+        elapsed = time.perf_counter() - started
+    return 10000 * reps / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=5, help="pgbench -T")
+    parser.add_argument("--clients", type=int, default=4, help="pgbench -c")
+    parser.add_argument("--reps", type=int, default=20, help="10,000-row SELECTs per mode")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+
+    pg = create_cluster()
+    workdir = Path(tempfile.mkdtemp(prefix="pgguard-bench-recording-"))
+    bao = BaoServer(str(workdir))
+    try:
+        prepare_app_database(pg)
+        env = dict(os.environ, PGPASSWORD=APP_PASSWORD)
+        subprocess.run(["pgbench", "-i", "-s", "1", "-q", "-h", pg.host, "-p", str(pg.port),
+                        "-U", APP_USER, APP_DB], check=True, capture_output=True, env=env,
+                       timeout=120, stdin=subprocess.DEVNULL)
+        bao.start()
+        jwt = bao.issue_token("bench", ["owners"], ttl="30m")
+        key = workdir / "audit.key"
+        key.write_bytes(os.urandom(32).hex().encode())
+
+        modes: list[tuple[str, dict[str, Any] | None]] = [
+            ("off", None),
+            ("on (fsync=batch)", {"fsync": "batch"}),
+            ("on (fsync=always)", {"fsync": "always"}),
+        ]
+        results = []
+        for i, (name, recording) in enumerate(modes):
+            sections: dict[str, Any] = {}
+            if recording is not None:
+                sections["recording"] = dict(recording, dir=str(workdir / f"rec{i}"),
+                                             key_file=str(key))
+            cfg = base_config(pg, bao.identity_config(), **sections)
+            run_dir = workdir / f"run{i}"
+            run_dir.mkdir()
+            served = Served(cfg, run_dir)
+            try:
+                tps = pgbench_tps(served.port, jwt, args.seconds, args.clients)
+                rows = big_select_rows_per_s(served.port, jwt, args.reps)
+            finally:
+                served.stop()
+            results.append((name, tps, rows))
+
+        base_tps, base_rows = results[0][1], results[0][2]
+        print(f"recording cost, one run per mode: pgbench -S -M extended -c {args.clients} "
+              f"-T {args.seconds}; 10,000-row SELECT x {args.reps} (psycopg, text)")
+        print(f"{'recording':<20}{'pgbench TPS':>13}{'ratio':>8}{'rows/s':>12}{'ratio':>8}")
+        for name, tps, rows in results:
+            print(f"{name:<20}{tps:>13.0f}{tps / base_tps:>8.2f}{rows:>12.0f}"
+                  f"{rows / base_rows:>8.2f}")
+    finally:
+        bao.stop()
+        pg.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(os.path.dirname(pg.datadir), ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
