@@ -38,6 +38,7 @@ from ..wire.messages import (
 from ..wire.parser import NEED_DATA, Framer, StartupFramer
 from ..wire.state import ALLOWED, Phase
 from . import backend
+from .fastio import FastIO
 from .guard import Guard, Verdict
 
 if TYPE_CHECKING:
@@ -124,6 +125,8 @@ class ClientSession:
         self.gateway = gateway
         self.cfg = gateway.cfg
         self.client: trio.abc.Stream = stream
+        self.client_io = FastIO(stream)
+        self.link_io: FastIO | None = None
         self.peer = peer
         self.local_host = local_host
         self.tls = False
@@ -153,7 +156,7 @@ class ClientSession:
 
     async def send_client(self, data: bytes) -> None:
         async with self._send_lock:
-            await self.client.send_all(data)
+            await self.client_io.send_all(data)
         self.bytes_out += len(data)
 
     async def send_error(self, exc: GatewayError) -> None:
@@ -234,7 +237,7 @@ class ClientSession:
     # --- startup ------------------------------------------------------------------
 
     async def _receive_client(self) -> bytes:
-        data = await self.client.receive_some(RECEIVE_SIZE)
+        data = await self.client_io.receive(RECEIVE_SIZE)
         self.bytes_in += len(data)
         return data
 
@@ -260,6 +263,7 @@ class ClientSession:
                 tls = trio.SSLStream(self.client, self.gateway.server_ssl, server_side=True)
                 await tls.do_handshake()
                 self.client = tls
+                self.client_io = FastIO(tls)
                 self.tls = True
                 continue
             if isinstance(packet, GSSENCRequest):
@@ -366,6 +370,7 @@ class ClientSession:
 
     async def _relay(self) -> None:
         assert self.link is not None and self.lease is not None
+        self.link_io = FastIO(self.link.stream)
         source = self.gateway.credentials.source_for(self.lease.role)
         try:
             async with trio.open_nursery() as nursery:
@@ -388,8 +393,8 @@ class ClientSession:
         scope.cancel()
 
     async def _send_upstream(self, data: bytes) -> None:
-        assert self.link is not None
-        await self.link.stream.send_all(data)
+        assert self.link_io is not None
+        await self.link_io.send_all(data)
 
     async def _pump_frontend(self, scope: trio.CancelScope) -> None:
         framer = self.client_framer
@@ -501,7 +506,8 @@ class ClientSession:
     async def _pump_backend(self, scope: trio.CancelScope) -> None:
         assert self.link is not None
         framer = self.link.framer
-        stream = self.link.stream
+        link_io = self.link_io
+        assert link_io is not None
         guard = self.guard
         assert guard is not None
         observe = guard.observes_results
@@ -546,7 +552,7 @@ class ClientSession:
                 if self.tap is not None:
                     await self.tap.to_client(data)
                 await self.send_client(data)
-            data = await stream.receive_some(RECEIVE_SIZE)
+            data = await link_io.receive(RECEIVE_SIZE)
             if not data:
                 self.end_reason = "database closed the connection"
                 scope.cancel()
