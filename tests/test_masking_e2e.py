@@ -766,3 +766,30 @@ def test_asyncpg_prepared_statements_and_cursor_prefetch(gw, tokens, needles):
     seen = asyncio.run(asyncio.wait_for(main(), 30))
     assert len(seen) == 3 * 24 + 29
     assert not leaks(seen, needles)
+
+
+def test_ddl_cannot_turn_a_planned_clear_column_into_a_secret(writer, needles):
+    """Statements planned before DDL that redefines a view must not trust the old plan:
+    a later statement in the same Query, and a statement prepared before the DDL."""
+    c = writer.conn
+    writer.seen.clear()
+    try:
+        c.execute("CREATE VIEW v_swap AS SELECT id, label FROM accounts_ext")
+        assert c.execute("SELECT label FROM v_swap WHERE id = 1").fetchone() == ("acct-1",)
+        c.execute("SELECT upper(label) FROM v_swap WHERE id = %s", (1,), prepare=True)
+        # name: no detector recognizes a person's name, only the rule (null) protects it.
+        cur = c.execute("CREATE OR REPLACE VIEW v_swap AS SELECT id, name AS label FROM users;"
+                        "SELECT label, upper(label) FROM v_swap")
+        cur.nextset()
+        writer.keep(cur.fetchall())
+        for _ in range(2):
+            writer.keep(c.execute("SELECT upper(label) FROM v_swap WHERE id = %s", (1,),
+                                  prepare=True).fetchall())
+        with c.pipeline():
+            c.execute("CREATE OR REPLACE VIEW v_swap AS SELECT id, reverse(name) AS label "
+                      "FROM users")
+            p = c.execute("SELECT label || '' FROM v_swap")
+        writer.keep(p.fetchall())
+    finally:
+        c.execute("DROP VIEW IF EXISTS v_swap")
+    assert not leaks(writer.seen, needles), writer.seen

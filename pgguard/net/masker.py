@@ -185,10 +185,12 @@ async def fetch_catalog(link: BackendLink, encoding: str) -> SqlCatalog:
 class _Stmt:
     """A named (or the unnamed) prepared statement of the extended protocol."""
 
-    __slots__ = ("plan", "fields", "described")
+    __slots__ = ("plan", "fields", "described", "sql", "catalog")
 
-    def __init__(self, plan: MaskPlan | None):
+    def __init__(self, plan: MaskPlan | None, sql: str | None = None, catalog: Any = None):
         self.plan = plan
+        self.sql = sql
+        self.catalog = catalog                # the catalog the plan was made with
         self.fields: tuple | None = None     # from Describe S (formats all 0)
         self.described = False               # a Describe S was sent
 
@@ -344,6 +346,13 @@ class ResultMasker:
             return plans
         if self.stale:
             plans = _fail_closed(plans)
+        else:
+            for i, p in enumerate(plans):
+                if p.refresh_catalog and i + 1 < len(plans):
+                    # Later statements of the same Query run after this DDL: the catalog
+                    # they were planned with may already be wrong.
+                    plans = plans[:i + 1] + _fail_closed(plans[i + 1:])
+                    break
         self._next_plans = plans
         return None
 
@@ -400,6 +409,11 @@ class ResultMasker:
             return False
         catalog = SqlCatalog.from_rows(entry.rows or ())
         self.m.set_catalog(catalog)
+        # SQL PREPAREd statements were planned with the old catalog and PostgreSQL
+        # re-plans them after DDL: their results are unproven from now on.
+        prepared = self.m._prepared
+        for name, old in list(prepared.items()):
+            prepared[name] = _fail_closed([old])[0]
         self.hub.store(self.cache_key, catalog)
         self.generation = generation
         self.stale = False
@@ -431,7 +445,7 @@ class ResultMasker:
             self._push(_Entry("Q", plans))
         elif isinstance(msg, Parse):
             plan = plans[0] if plans is not None and len(plans) == 1 else None
-            stmt = _Stmt(plan)
+            stmt = _Stmt(plan, msg.sql, self.m.catalog)
             self.statements[msg.name] = stmt
             self._push(_Entry("P", stmt=stmt))
         else:
@@ -515,6 +529,20 @@ class ResultMasker:
             self.queue.popleft()
         self._head_changed()
 
+    def _portal_plan(self, portal: _Portal) -> MaskPlan | None:
+        """The portal's plan, checked against DDL sent since its statement was planned."""
+        plan = portal.plan
+        stmt = portal.stmt
+        if self.stale:
+            return _fail_closed([plan])[0] if plan is not None else None
+        if stmt is not None and stmt.sql is not None and stmt.catalog is not self.m.catalog:
+            # Parsed before a catalog reload: PostgreSQL re-analyzes it, so do we.
+            fresh = self.m.plan(stmt.sql)
+            plan = fresh[0] if isinstance(fresh, list) and len(fresh) == 1 else None
+            stmt.plan, stmt.catalog = plan, self.m.catalog
+            portal.plan = plan
+        return plan
+
     def _portal_rows(self, portal: _Portal | None) -> Any:
         if portal is None:
             return _NullAll()
@@ -525,7 +553,7 @@ class ResultMasker:
             if fields is None:
                 portal.rows = _NullAll()
             else:
-                rm = self.m.row_masker(portal.plan, fields)
+                rm = self.m.row_masker(self._portal_plan(portal), fields)
                 portal.rows = None if rm.passthrough else rm
         return portal.rows
 
@@ -652,7 +680,8 @@ class ResultMasker:
         buf = framer.buf
         if k == 0x48:  # CopyOutResponse
             ncols = _I16.unpack_from(buf, start + 6)[0]
-            cm = self.m.copy_masker(head.plan(), ncols, binary=buf[start + 5] == 1)
+            plan = self._portal_plan(head.portal) if head.portal is not None else head.plan()
+            cm = self.m.copy_masker(plan, ncols, binary=buf[start + 5] == 1)
             head.copy = None if cm.passthrough else cm
             return replacement
         cm = head.copy
