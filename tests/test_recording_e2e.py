@@ -486,3 +486,21 @@ def test_no_clear_masked_value_under_recording_dir_after_the_red_team_suite(
     low = blob.lower()
     leaked = [n for n in clear if n.encode() in blob or n.lower().encode() in low]
     assert not leaked, leaked[:10]
+
+
+@pytest.mark.xfail(strict=True, reason="listener.py closes the recorder before the sessions "
+                                       "it is shutting down have ended (see report)")
+def test_gateway_shutdown_records_the_end_of_live_sessions(make_config, tokens, tmp_path):
+    cfg = recorded_config(make_config, tmp_path)
+    gw = ThreadGateway(cfg).start()
+    conn = psycopg.connect(gw.dsn("gina"), password=tokens("gina", ["owners"]),
+                           autocommit=True)
+    try:
+        conn.execute("SELECT 1").fetchone()
+        sid = _session_id(gw, "gina")
+        gw.stop()
+    finally:
+        conn.close()
+    recs = session_records(Path(cfg["recording"]["dir"]), sid)
+    assert recs[0]["type"] == "session_start"
+    assert recs[-1]["type"] == "session_end"
