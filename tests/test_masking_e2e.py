@@ -793,3 +793,22 @@ def test_ddl_cannot_turn_a_planned_clear_column_into_a_secret(writer, needles):
     finally:
         c.execute("DROP VIEW IF EXISTS v_swap")
     assert not leaks(writer.seen, needles), writer.seen
+
+
+def test_notification_payloads_are_withheld_and_copy_in_still_works(reader, writer):
+    reader.conn.execute("LISTEN pii_channel")
+    try:
+        writer.conn.execute("NOTIFY pii_channel, 'ssn 432-29-7468'")
+        got = list(reader.conn.notifies(timeout=5, stop_after=1))
+    finally:
+        reader.conn.execute("UNLISTEN pii_channel")
+    assert len(got) == 1 and got[0].channel == "pii_channel" and got[0].payload == "***"
+    # COPY FROM STDIN goes through the same answer tracking.
+    with writer.conn.transaction(force_rollback=True):
+        with writer.conn.cursor().copy("COPY notes (user_id, body) FROM STDIN") as copy:
+            copy.write_row((1, "copied in"))
+        (n,) = writer.conn.execute("SELECT count(*) FROM notes WHERE body = 'copied in'"
+                                   ).fetchone()
+        assert n == 1
+        assert writer.conn.execute("SELECT ssn FROM users WHERE id = 1").fetchone() == \
+            ("*******7468",)

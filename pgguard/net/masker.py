@@ -33,10 +33,10 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ..config import MaskingConfig
-from ..errors import ConfigError, ConnectionFailure, GatewayError, PolicyDenied
+from ..errors import ConfigError, ConnectionFailure, PolicyDenied
 from ..masking import CATALOG_QUERY, MaskPlan, Refusal, SessionMasking, SqlCatalog
 from ..masking.rewrite import RowMasker, python_encoding
-from ..masking.rules import load_hash_key
+from ..masking.rules import Mask, load_hash_key
 from ..wire import codec
 from ..wire.messages import Bind, Close, Describe, Execute, Parse, Query
 
@@ -282,7 +282,7 @@ def _with_formats(fields: tuple, formats: tuple[int, ...]) -> tuple:
 
 
 def _fail_closed(plans: list[MaskPlan]) -> list[MaskPlan]:
-    from ..masking.rules import Mask
+    """The same statements with every result column masked as unproven."""
     mask = Mask("redact", reason=FAIL_CLOSED)
     return [MaskPlan(p.kind, None, mask, tainted=True, opaque=p.opaque, copy=p.copy,
                      name=p.name, refresh_catalog=p.refresh_catalog) for p in plans]
@@ -718,11 +718,6 @@ class ResultMasker:
             return None
         return codec.message(b"A", _I32.pack(pid) + channel + b"\0"
                              + new.encode(self.encoding, "replace") + b"\0")
-
-
-def masking_refusal(refusal: Refusal) -> GatewayError:
-    """The error a masking refusal becomes (42501)."""
-    return refusal.error()
 
 
 FUNCTION_CALL_REFUSED = PolicyDenied(
