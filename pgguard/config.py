@@ -116,6 +116,9 @@ class MaskingConfig:
     hash_key_file: str | None = None
     deny_predicates: bool = False
     rules: tuple[MaskRule, ...] = ()
+    # Whether the file has a [masking] section at all: without one, the default detector
+    # list stays off so gateways that mask nothing keep the raw byte path.
+    present: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,7 +368,7 @@ def _connection(s: _Section, vault: VaultConfig) -> ConnectionConfig:
     return cfg
 
 
-def _masking(s: _Section) -> MaskingConfig:
+def _masking(s: _Section, present: bool) -> MaskingConfig:
     detectors = s.get_str_list("detectors", DETECTORS)
     for i, d in enumerate(detectors):
         if d not in DETECTORS:
@@ -394,6 +397,7 @@ def _masking(s: _Section) -> MaskingConfig:
         hash_key_file=s.get("hash_key_file", str),
         deny_predicates=s.get("deny_predicates", bool, False),
         rules=tuple(rules),
+        present=present,
     )
     s.finish()
     return cfg
@@ -462,7 +466,7 @@ def parse(data: dict[str, Any], path: str | None = None) -> Config:
         identity=identity,
         vault=vault,
         connections=connections,
-        masking=_masking(root.sub("masking")),
+        masking=_masking(root.sub("masking"), "masking" in data),
         approvals=_approvals(root.sub("approvals")),
         recording=_recording(root.sub("recording")),
     )

@@ -11,6 +11,9 @@ if TYPE_CHECKING:
 def attach_components(gateway: Gateway) -> None:
     """Create the components the configuration asks for and hang them on *gateway*."""
     cfg = gateway.cfg
+    from .net.masker import attach_masking
+    # Reads masking.hash_key_file now, so a bad key stops the gateway at start.
+    attach_masking(gateway)
     if cfg.approvals.approver_groups:
         from .approvals import Approvals
         gateway.approvals = Approvals(cfg.approvals, gateway.instance)

@@ -60,13 +60,13 @@ FAIL_CLOSED = "unproven: catalog out of date"
 
 
 def masking_configured(cfg: MaskingConfig) -> bool:
-    """True when ``[masking]`` asks for anything: rules, or detectors set explicitly.
+    """True when the configuration asks for masking: rules, or a ``[masking]`` section
+    with detectors (all six unless ``detectors`` says otherwise).
 
-    A configuration without a ``[masking]`` section equals ``MaskingConfig()``; the
-    default detector list then stays off so that gateways without masking keep the raw
-    byte path (``detectors = [...]`` or any other masking key turns them on).
+    Without a ``[masking]`` section the default detector list stays off, so gateways
+    that mask nothing keep the raw byte path.
     """
-    return bool(cfg.rules) or (cfg != MaskingConfig() and bool(cfg.detectors))
+    return bool(cfg.rules) or (cfg.present and bool(cfg.detectors))
 
 
 class MaskingHub:
