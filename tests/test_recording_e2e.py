@@ -504,3 +504,59 @@ def test_gateway_shutdown_records_the_end_of_live_sessions(make_config, tokens, 
     recs = session_records(Path(cfg["recording"]["dir"]), sid)
     assert recs[0]["type"] == "session_start"
     assert recs[-1]["type"] == "session_end"
+
+
+def test_approvals_and_cancels_are_recorded(make_config, tokens, tmp_path, app_db):
+    app_db.psql("DROP TABLE IF EXISTS rec_approved", dbname="app")
+    cfg = recorded_config(make_config, tmp_path)
+    cfg["approvals"] = {"approver_groups": ["dba"], "timeout_s": 10, "poll_interval_s": 0.1,
+                        "store": f"sqlite:///{tmp_path}/approvals.db"}
+    gw = ThreadGateway(cfg).start()
+    notices: list[str] = []
+    try:
+        with psycopg.connect(gw.dsn("hank"), password=tokens("hank", ["engineers"]),
+                             autocommit=True) as conn:
+            conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+            sid = _session_id(gw, "hank")
+            done: list[Any] = []
+            t = threading.Thread(target=lambda: done.append(
+                conn.execute("CREATE TABLE rec_approved (id int)").statusmessage))
+            t.start()
+            deadline = time.monotonic() + 10
+            prefix = "pgguard: statement held for approval as request "
+            while not any(n.startswith(prefix) for n in notices):
+                assert time.monotonic() < deadline, notices
+                time.sleep(0.02)
+            rid = int(next(n for n in notices if n.startswith(prefix))[len(prefix):])
+            with psycopg.connect(gw.dsn("ivy", "pgguard"), password=tokens("ivy", ["dba"]),
+                                 autocommit=True, cursor_factory=psycopg.ClientCursor) as dba:
+                dba.execute(f"APPROVE {rid} 'looks fine'")
+            t.join(10)
+            assert done == ["CREATE TABLE"]
+            # A client cancel of a running statement.
+            t = threading.Thread(target=lambda: done.append(
+                pytest.raises(psycopg.errors.QueryCanceled, conn.execute,
+                              "SELECT pg_sleep(10)")))
+            t.start()
+            time.sleep(0.3)
+            conn.cancel_safe(timeout=10)  # PQcancel would hold the GIL the gateway needs
+            t.join(10)
+            assert not t.is_alive()
+        wait_sessions_ended(gw)
+    finally:
+        gw.stop()
+        if gw.gateway is not None and gw.gateway.approvals is not None:
+            gw.gateway.approvals.close()
+    recs = session_records(Path(cfg["recording"]["dir"]), sid)
+    types = [r["type"] for r in recs]
+    i = types.index("approval_request")
+    assert types[i:i + 4] == ["approval_request", "approval_decision", "statement", "result"]
+    req, dec, stmt, res = (r["fields"] for r in recs[i:i + 4])
+    assert req["request_id"] == rid and req["category"] == "ddl"
+    assert (dec["request_id"], dec["decision"], dec["approver"]) == (rid, "approved", "ivy")
+    assert stmt["sql"] == "CREATE TABLE rec_approved (id int)"
+    assert (stmt["decision"], stmt["refused"], stmt["request_id"]) == ("review", False, rid)
+    assert res["command_tag"] == "CREATE TABLE"
+    j = types.index("cancel")
+    assert recs[j - 1]["fields"]["sql"] == "SELECT pg_sleep(10)"
+    assert recs[j + 1]["type"] == "error" and recs[j + 1]["fields"]["sqlstate"] == "57014"
