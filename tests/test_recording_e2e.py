@@ -560,3 +560,34 @@ def test_approvals_and_cancels_are_recorded(make_config, tokens, tmp_path, app_d
     j = types.index("cancel")
     assert recs[j - 1]["fields"]["sql"] == "SELECT pg_sleep(10)"
     assert recs[j + 1]["type"] == "error" and recs[j + 1]["fields"]["sqlstate"] == "57014"
+
+
+def test_binary_rows_of_a_statement_described_before_bind(make_config, tokens, tmp_path):
+    """asyncpg describes the statement, then binds with binary result formats and no
+    portal Describe: the recorded rows are the binary values the client got."""
+    import asyncio
+
+    import asyncpg
+
+    cfg = recorded_config(make_config, tmp_path)
+    gw = ThreadGateway(cfg).start()
+
+    async def main() -> None:
+        conn = await asyncpg.connect(host="127.0.0.1", port=gw.port, user="jack",
+                                     database="appdb", password=tokens("jack", ["owners"]),
+                                     ssl=False, timeout=10)
+        try:
+            assert await conn.fetchrow("SELECT $1::int4 AS n, owner FROM accounts "
+                                       "WHERE id = $1", 5) == (5, "owner5")
+        finally:
+            await conn.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(main(), 20))
+        wait_sessions_ended(gw)
+    finally:
+        gw.stop()
+    results = [rec["fields"] for _, rec in all_records(Path(cfg["recording"]["dir"]))
+               if rec["type"] == "result" and rec["fields"]["rows"]
+               and rec["fields"]["columns"] == [["n", 23], ["owner", 25]]]
+    assert [r["rows"] for r in results] == [[[b"\x00\x00\x00\x05", b"owner5"]]]

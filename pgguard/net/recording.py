@@ -61,7 +61,8 @@ class _Result:
 
     def __init__(self) -> None:
         self.columns: list[list[Any]] = []
-        self.formats: list[int] = []
+        # None: not known from a RowDescription; taken from the last Bind at the first row.
+        self.formats: list[int] | None = None
         self.rows: list[list[Any]] = []
         self.count = 0
         self.copy_format: int | None = None
@@ -88,6 +89,10 @@ class SessionTap:
         self._unbound: dict[str, dict[str, Any]] = {}
         self._result: _Result | None = None
         self._rest = b""
+        # Result formats of the last Bind, for rows no portal RowDescription describes
+        # (a RowDescription answering Describe of a *statement* says text for every column).
+        self._bind_formats: tuple[int, ...] = ()
+        self._after_param_desc = False
         # Statement text repeats (drivers re-send the same SQL): cache its scan and, for
         # allowed statements, its decision (valid while the guard keeps the
         # same policy and standard_conforming_strings).
@@ -243,6 +248,7 @@ class SessionTap:
         nf = len(formats)
         params = [self._param(v, formats[i] if nf > 1 else (formats[0] if nf else 0))
                   for i, v in enumerate(msg.params)]
+        self._bind_formats = msg.result_formats
         fields = dict(base)
         fields["params"] = params
         await self._record("statement", **fields)
@@ -277,6 +283,8 @@ class SessionTap:
                     res = self._result = _Result()
                 res.count += 1
                 if len(res.rows) < max_rows:
+                    if res.formats is None:
+                        res.formats = self._guess_formats(data, pos + 5)
                     res.rows.append(self._row(data, pos + 5, res.formats))
             elif k == 0x64:  # CopyData
                 res = self._result
@@ -290,7 +298,8 @@ class SessionTap:
                 msg = codec.decode_backend(kind, data, pos, end)
                 res = self._result = _Result()
                 res.columns = [[f.name, f.type_oid] for f in msg.fields]
-                res.formats = [f.format for f in msg.fields]
+                if not self._after_param_desc:
+                    res.formats = [f.format for f in msg.fields]
             elif k == 0x43:  # CommandComplete
                 tag = codec.decode_backend(kind, data, pos, end).tag
                 await self._finish_result(tag)
@@ -330,12 +339,20 @@ class SessionTap:
                 msg = codec.decode_backend(kind, data, pos, end)
                 if msg.name == "client_encoding":
                     self._encoding = python_encoding(msg.value)
+            self._after_param_desc = k == 0x74  # ParameterDescription: a statement Describe
             pos = end
         if pos < n:
             # The pump sends whole messages; keep a stray partial one rather than misparse.
             self._rest = data[pos:]
         if completed and self.sync_results:
             await self._flush()
+
+    def _guess_formats(self, data: bytes, pos: int) -> list[int]:
+        (ncols,) = _I16.unpack_from(data, pos)
+        bf = self._bind_formats
+        if len(bf) == 1:
+            return [bf[0]] * ncols
+        return list(bf) if len(bf) == ncols else [0] * ncols
 
     def _row(self, data: bytes, pos: int, formats: list[int]) -> list[Any]:
         (ncols,) = _I16.unpack_from(data, pos)
