@@ -183,7 +183,8 @@ def test_session_start_statements_and_end(run):
     assert count["protocol"] == "simple" and count["refused"] is False
     drop = next(s for s in stmts if s["sql"] == "DROP TABLE accounts")
     assert (drop["decision"], drop["category"], drop["refused"]) == ("deny", "ddl", True)
-    assert drop["reason"]
+    assert drop["reason"] == "drops database objects"
+    assert drop["refusal"].startswith("pgguard: ddl statement DROP TABLE is not allowed")
     # The refusal the client got is recorded after the statement, with its SQLSTATE.
     i = recs.index(next(r for r in recs if r["fields"] is drop))
     assert recs[i + 1]["type"] == "error" and recs[i + 1]["fields"]["sqlstate"] == "42501"

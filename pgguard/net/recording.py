@@ -141,10 +141,15 @@ class SessionTap:
     def _decision(self, sql: str, protocol: str, verdict: Verdict | None) -> dict[str, Any]:
         guard = self.session.guard
         request_id = None
+        refusal = None
         if verdict is not None and verdict.decision is not None:
             decision = verdict.decision
             refused = verdict.refuse is not None
             request_id = verdict.request_id
+            if verdict.refuse is not None:
+                # Why the client got an error: a deny, an approver, or masking (whose
+                # refusals come with an "allow" from the policy).
+                refusal = verdict.refuse.message
         elif guard is not None:
             state = (guard.policy, guard.standard_strings)
             if self._allowed_state != state:
@@ -167,7 +172,10 @@ class SessionTap:
         else:
             decision = None
             refused = False
-        return self._fields(sql, protocol, decision, refused, request_id)
+        fields = self._fields(sql, protocol, decision, refused, request_id)
+        if refusal is not None:
+            fields["refusal"] = refusal
+        return fields
 
     def _fields(self, sql: str, protocol: str, decision: policy.Decision | None,
                 refused: bool, request_id: int | None) -> dict[str, Any]:
