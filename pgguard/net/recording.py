@@ -45,6 +45,7 @@ _I32 = struct.Struct("!i")
 _COPY_TEXT_OID = 25
 _COPY_BINARY_OID = 17
 _CACHE_ENTRIES = 256
+_MAX_PREPARED = 10000
 # No detector matches fewer than seven digits and nothing else (the shortest, phone, needs
 # seven digits and a separator or a "+"; plain integers never match): skip the scan.
 _SHORT_NUMBER_LEN = 7
@@ -233,8 +234,16 @@ class SessionTap:
             old = self._unbound.pop(msg.name, None)
             if old is not None:
                 await self._record("statement", **old)  # parsed again before any Bind
+            self._prepared.pop(msg.name, None)  # re-insert: the dict stays oldest first
             self._prepared[msg.name] = fields
             self._unbound[msg.name] = fields
+            if len(self._prepared) > _MAX_PREPARED:
+                # A client that never closes its statements must not grow the tap without
+                # bound; a later Bind of a forgotten one is recorded as "statement not seen".
+                self._prepared.pop(next(iter(self._prepared)))
+            if len(self._unbound) > _MAX_PREPARED:
+                name = next(iter(self._unbound))
+                await self._record("statement", **self._unbound.pop(name))
         elif isinstance(msg, FunctionCall):
             sql = f"-- FunctionCall oid {msg.function_oid}"
             await self._record("statement", **self._decision(sql, "function", verdict))
