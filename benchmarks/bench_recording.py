@@ -15,8 +15,10 @@ For each mode it measures
 * a 10,000-row SELECT with psycopg (text format, 3 columns), rows/s over ``--reps``
   repetitions,
 
-and prints a table with the ratios to ``off``. One run per mode (no averaging across runs):
-expect a few percent of noise.
+and prints a table with the ratios to ``off``, and the gateway process's CPU time per
+pgbench transaction (steadier than TPS on a shared or small machine, where the gateway,
+PostgreSQL and pgbench compete for the same CPUs). One run per mode (no averaging across
+runs): expect noise.
 
     python benchmarks/bench_recording.py [--seconds 5] [--clients 4] [--reps 20]
 """
@@ -93,8 +95,15 @@ class Served:
         self.log.close()
 
 
-def pgbench_tps(port: int, jwt: str, seconds: int, clients: int) -> float:
-    """Select-only TPS of pgbench through the gateway (excluding connection setup)."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pgbench_tps(port: int, jwt: str, seconds: int, clients: int) -> tuple[float, int]:
+    """Select-only TPS of pgbench through the gateway (excluding connection setup), and
+    the number of transactions."""
     env = dict(os.environ, PGPASSWORD=jwt, PGCONNECT_TIMEOUT="10")
     res = subprocess.run(
         ["pgbench", "-n", "-S", "-M", "extended", "-c", str(clients), "-j", str(clients),
@@ -106,8 +115,9 @@ def pgbench_tps(port: int, jwt: str, seconds: int, clients: int) -> float:
     m = re.search(r"tps = ([\d.]+) \((?:without initial connection time|excluding)", res.stdout)
     if m is None:
         m = re.search(r"tps = ([\d.]+)", res.stdout)
-    assert m is not None, res.stdout
-    return float(m.group(1))
+    n = re.search(r"number of transactions actually processed: (\d+)", res.stdout)
+    assert m is not None and n is not None, res.stdout
+    return float(m.group(1)), int(n.group(1))
 
 
 def big_select_rows_per_s(port: int, jwt: str, reps: int) -> float:
@@ -160,18 +170,22 @@ def main() -> None:
             run_dir.mkdir()
             served = Served(cfg, run_dir)
             try:
-                tps = pgbench_tps(served.port, jwt, args.seconds, args.clients)
+                cpu0 = cpu_seconds(served.proc.pid)
+                tps, txns = pgbench_tps(served.port, jwt, args.seconds, args.clients)
+                cpu_per_txn = (cpu_seconds(served.proc.pid) - cpu0) / txns * 1e6
                 rows = big_select_rows_per_s(served.port, jwt, args.reps)
             finally:
                 served.stop()
-            results.append((name, tps, rows))
+            results.append((name, tps, cpu_per_txn, rows))
 
-        base_tps, base_rows = results[0][1], results[0][2]
+        base_tps, base_rows = results[0][1], results[0][3]
         print(f"recording cost, one run per mode: pgbench -S -M extended -c {args.clients} "
-              f"-T {args.seconds}; 10,000-row SELECT x {args.reps} (psycopg, text)")
-        print(f"{'recording':<20}{'pgbench TPS':>13}{'ratio':>8}{'rows/s':>12}{'ratio':>8}")
-        for name, tps, rows in results:
-            print(f"{name:<20}{tps:>13.0f}{tps / base_tps:>8.2f}{rows:>12.0f}"
+              f"-T {args.seconds}; 10,000-row SELECT x {args.reps} (psycopg, text); "
+              f"{os.cpu_count()} CPUs")
+        print(f"{'recording':<20}{'pgbench TPS':>13}{'ratio':>8}{'gw CPU us/txn':>15}"
+              f"{'rows/s':>12}{'ratio':>8}")
+        for name, tps, cpu, rows in results:
+            print(f"{name:<20}{tps:>13.0f}{tps / base_tps:>8.2f}{cpu:>15.0f}{rows:>12.0f}"
                   f"{rows / base_rows:>8.2f}")
     finally:
         bao.stop()

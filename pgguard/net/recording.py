@@ -131,6 +131,8 @@ class SessionTap:
         return self._detectors.scan_text(text)
 
     def _scan_sql(self, sql: str) -> str:
+        if len(sql) > policy.CACHE_MAX_TEXT:
+            return self._scan(sql)  # huge texts are rarely repeated: do not hold them
         scanned = self._scanned.get(sql)
         if scanned is None:
             scanned = self._scan(sql)
@@ -164,7 +166,8 @@ class SessionTap:
             cls = policy.classify(sql, guard.prepared, standard_strings=guard.standard_strings)
             decision = guard.policy.decide(guard.groups, cls)
             refused = False
-            if not cls.has_execute:  # EXECUTE depends on the session's PREPAREs
+            # EXECUTE depends on the session's PREPAREs; huge texts are not kept.
+            if not cls.has_execute and len(sql) <= policy.CACHE_MAX_TEXT:
                 fields = self._fields(sql, protocol, decision, refused, None)
                 if len(self._allowed) >= _CACHE_ENTRIES:
                     self._allowed.clear()
