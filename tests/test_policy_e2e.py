@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-
 from rawclient import RawClient
+
 from pgguard.wire import codec
 from pgguard.wire.messages import (
     CommandComplete,

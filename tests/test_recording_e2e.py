@@ -489,8 +489,6 @@ def test_no_clear_masked_value_under_recording_dir_after_the_red_team_suite(
     assert not leaked, leaked[:10]
 
 
-@pytest.mark.xfail(strict=True, reason="listener.py closes the recorder before the sessions "
-                                       "it is shutting down have ended (see report)")
 def test_gateway_shutdown_records_the_end_of_live_sessions(make_config, tokens, tmp_path):
     cfg = recorded_config(make_config, tmp_path)
     gw = ThreadGateway(cfg).start()

@@ -162,11 +162,16 @@ class Gateway:
                 await self.approvals.start()
             if self.credentials.vault is not None and hasattr(self.credentials.vault, "run"):
                 await nursery.start(self.credentials.vault.run)
+            recorder_scope = trio.CancelScope(shield=True)
             if self.recorder is not None:
-                await nursery.start(self.recorder.run)
+                await nursery.start(self._run_recorder, recorder_scope)
             task_status.started(self.port)
             try:
-                await trio.serve_listeners(self._handle, listeners, handler_nursery=nursery)
+                # Sessions live in their own nursery so that their cleanup (session_end
+                # records, lease release) finishes before the recorder and credentials close.
+                async with trio.open_nursery() as sessions:
+                    await trio.serve_listeners(self._handle, listeners,
+                                               handler_nursery=sessions)
             finally:
                 with trio.move_on_after(5) as cleanup_scope:
                     cleanup_scope.shield = True
@@ -175,6 +180,13 @@ class Gateway:
                         self.approvals.close()
                     if self.recorder is not None:
                         await self.recorder.aclose()
+                recorder_scope.cancel()
+
+    async def _run_recorder(self, scope: trio.CancelScope,
+                            task_status=trio.TASK_STATUS_IGNORED) -> None:
+        # Shielded: a shutdown must not stop the writer before the sessions' last records.
+        with scope:
+            await self.recorder.run(task_status=task_status)
 
     async def _watch_sighup(self) -> None:
         try:
