@@ -97,6 +97,45 @@ def _check_options(options: str) -> str:
     return options
 
 
+class _Outgoing:
+    """What a pump sends next: runs of untouched frames (slices of the receive buffer,
+    copied once) and replacement bytes, in order."""
+
+    __slots__ = ("buf", "parts", "start", "end")
+
+    def __init__(self, buf: bytearray):
+        self.buf = buf
+        self.parts: list[bytes] = []
+        self.start = -1
+        self.end = -1
+
+    def keep(self, start: int, end: int) -> None:
+        if self.start < 0:
+            self.start = start
+        elif self.end != start:
+            self._close_run()
+            self.start = start
+        self.end = end
+
+    def put(self, data: bytes) -> None:
+        self._close_run()
+        if data:
+            self.parts.append(data)
+
+    def _close_run(self) -> None:
+        if self.start >= 0:
+            self.parts.append(bytes(self.buf[self.start:self.end]))
+            self.start = -1
+
+    def take(self) -> bytes:
+        """Everything collected so far, as one bytes object (b"" when nothing)."""
+        self._close_run()
+        parts, self.parts = self.parts, []
+        if len(parts) == 1:
+            return parts[0]
+        return b"".join(parts)
+
+
 def _first_error(group: BaseExceptionGroup) -> BaseException:
     """The exception that ended a pump: a GatewayError if any, else the first other one."""
     leaves: list[BaseException] = []
@@ -403,9 +442,7 @@ class ClientSession:
         observe = guard.observes_results
         skipping = False
         while True:
-            buf = framer.buf
-            out: list[bytes] = []
-            run_start = run_end = -1
+            out = _Outgoing(framer.buf)
             while (frame := framer.next_frame()) is not None:
                 kind, start, end = frame
                 k = kind[0]
@@ -422,23 +459,15 @@ class ClientSession:
                     if observe and guard.wants_catalog(msg):
                         # Masking reloads the catalog (after DDL) before planning: what
                         # came before must reach PostgreSQL and be answered first.
-                        if run_start >= 0:
-                            out.append(bytes(buf[run_start:run_end]))
-                            run_start = -1
-                        if out:
-                            await self._send_upstream(b"".join(out))
-                            out = []
+                        if pending := out.take():
+                            await self._send_upstream(pending)
                         await guard.reload_catalog()
                     verdict = guard.check(msg)
                     if verdict is not None:
                         if verdict.hold:
                             # Send what came before, then wait for a human.
-                            if run_start >= 0:
-                                out.append(bytes(buf[run_start:run_end]))
-                                run_start = -1
-                            if out:
-                                await self._send_upstream(b"".join(out))
-                                out = []
+                            if pending := out.take():
+                                await self._send_upstream(pending)
                             verdict = await guard.wait_for_approval(verdict)
                         if verdict.refuse is not None:
                             replacement = self._refusal(kind, msg, verdict)
@@ -449,10 +478,8 @@ class ClientSession:
                 elif k == 0x42 and self.tap is not None:  # Bind: parameters for the record
                     await self.tap.bind(framer.decode(kind, start, end))
                 elif k == 0x58:  # Terminate
-                    if run_start >= 0:
-                        out.append(bytes(buf[run_start:run_end]))
-                    out.append(codec.terminate())
-                    await self._send_upstream(b"".join(out))
+                    out.put(codec.terminate())
+                    await self._send_upstream(out.take())
                     self.end_reason = "client terminated"
                     scope.cancel()
                     return
@@ -461,22 +488,11 @@ class ClientSession:
                     # and Syncs; it may add a Describe before an Execute.
                     replacement = guard.on_frontend(kind, framer, start, end)
                 if replacement is None:
-                    if run_start < 0:
-                        run_start = start
-                    elif run_end != start:
-                        out.append(bytes(buf[run_start:run_end]))
-                        run_start = start
-                    run_end = end
+                    out.keep(start, end)
                 else:
-                    if run_start >= 0:
-                        out.append(bytes(buf[run_start:run_end]))
-                        run_start = -1
-                    if replacement:
-                        out.append(replacement)
-            if run_start >= 0:
-                out.append(bytes(buf[run_start:run_end]))
-            if out:
-                await self._send_upstream(out[0] if len(out) == 1 else b"".join(out))
+                    out.put(replacement)
+            if pending := out.take():
+                await self._send_upstream(pending)
             data = await self._receive_client()
             if not data:
                 self.end_reason = "client disconnected"
@@ -513,8 +529,7 @@ class ClientSession:
         observe = guard.observes_results
         while True:
             buf = framer.buf
-            out: list[bytes] = []
-            run_start = run_end = -1
+            out = _Outgoing(buf)
             while (frame := framer.next_frame()) is not None:
                 kind, start, end = frame
                 k = kind[0]
@@ -531,22 +546,11 @@ class ClientSession:
                 if observe:
                     replacement = guard.on_backend(kind, framer, start, end, replacement)
                 if replacement is None:
-                    if run_start < 0:
-                        run_start = start
-                    elif run_end != start:
-                        out.append(bytes(buf[run_start:run_end]))
-                        run_start = start
-                    run_end = end
+                    out.keep(start, end)
                 else:
-                    if run_start >= 0:
-                        out.append(bytes(buf[run_start:run_end]))
-                        run_start = -1
-                    if replacement:
-                        out.append(replacement)
-            if run_start >= 0:
-                out.append(bytes(buf[run_start:run_end]))
-            if out:
-                data = out[0] if len(out) == 1 else b"".join(out)
+                    out.put(replacement)
+            data = out.take()
+            if data:
                 if observe:
                     await guard.before_send(data)
                 if self.tap is not None:
