@@ -11,17 +11,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
-
-import trio
+import sys
 
 from pgguard import config
+from pgguard.cli import serve_config
 from pgguard.net import guard
-from pgguard.net.listener import Gateway
-from pgguard.runtime import attach_components
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", required=True)
     ap.add_argument("--no-policy", action="store_true")
@@ -29,20 +26,8 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     if args.no_policy:
         guard.Guard.check = lambda self, msg: None  # type: ignore[method-assign]
-    cfg = config.load(args.config)
-
-    async def run() -> None:
-        gw = Gateway(cfg)
-        attach_components(gw)
-        async with trio.open_nursery() as nursery:
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                await nursery.start(gw.serve)
-                async for _ in signals:
-                    nursery.cancel_scope.cancel()
-                    break
-
-    trio.run(run)
+    return serve_config(config.load(args.config))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -41,10 +41,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _setup_logging(args.log_level)
     if args.workers and args.workers > 1:
         return _serve_workers(args, cfg)
-    return _serve_one(cfg)
+    return serve_config(cfg)
 
 
-def _serve_one(cfg) -> int:
+def serve_config(cfg) -> int:
+    """Run one gateway process for *cfg* until SIGINT/SIGTERM; returns the exit code."""
     import signal
 
     import trio
@@ -69,9 +70,13 @@ def _serve_one(cfg) -> int:
         trio.run(main)
     except KeyboardInterrupt:
         return 0
-    except OSError as exc:
-        print(f"pgguard: cannot listen on {cfg.listen.host}:{cfg.listen.port}: {exc}",
-              file=sys.stderr)
+    except (OSError, BaseExceptionGroup) as exc:
+        os_errors = [exc] if isinstance(exc, OSError) else \
+            exc.subgroup(OSError).exceptions if exc.subgroup(OSError) else []
+        if not os_errors:
+            raise
+        print(f"pgguard: cannot listen on {cfg.listen.host}:{cfg.listen.port}: "
+              f"{os_errors[0]}", file=sys.stderr)
         return 1
     return 0
 
