@@ -78,6 +78,12 @@ _NAME_RE = re.compile(r"^(?P<inst>[A-Za-z0-9_-]+)\.(?P<num>\d{8,})" + re.escape(
 _MAX_BATCH_RECORDS = 4096
 _MAX_BATCH_BYTES = 8 * 1024 * 1024
 _SHUTDOWN_GRACE_S = 10.0
+# How long the writer lets records gather before handing a batch to its thread. Each
+# hand-off costs more CPU than writing a small record, and a busy gateway enqueues a record
+# every few tens of microseconds; a few milliseconds turn one hand-off per record into one
+# per many. A flush() waiter, a filling queue or shutdown cut the wait short, so
+# fsync = "always" and back-pressure never wait for it. Kept well below fsync_interval_s.
+_GATHER_S = 0.005
 _LOCK_WAIT_S = 2.0
 
 
@@ -867,6 +873,12 @@ class Recorder:
         self._dirty_since: float | None = None
         self._segment_opened = 0.0
         self._segment = -1
+        self._gather_s = min(_GATHER_S, cfg.fsync_interval_s / 4)
+        self._gather_until: float | None = None
+        # The writer stops gathering and writes at once at this queue length, well before
+        # record() would have to wait for room.
+        self._urgent_len = max(1, min(_MAX_BATCH_RECORDS, cfg.queue_size // 2))
+        self._flushers = 0
 
     @property
     def max_rows(self) -> int:
@@ -921,6 +933,7 @@ class Recorder:
             try:
                 self._slots.acquire_nowait()
             except trio.WouldBlock:
+                self._wakeup.set()  # the writer must not sit out its gathering delay
                 self._blocked += 1
                 if not self._pressure:
                     self._pressure = True
@@ -928,9 +941,13 @@ class Recorder:
                                 "sessions wait for it instead of dropping records",
                                 self.cfg.queue_size)
                 await self._slots.acquire()
-            self._queue.append(item)
+            queue = self._queue
+            queue.append(item)
             self._enqueued += 1
-            self._wakeup.set()
+            # Wake the writer when it idles (an empty queue) or the batch is big enough;
+            # otherwise it is already gathering and wakes at its deadline.
+            if len(queue) == 1 or len(queue) >= self._urgent_len:
+                self._wakeup.set()
         finally:
             self._inflight -= 1
 
@@ -942,10 +959,19 @@ class Recorder:
         """
         target = self._enqueued
         await trio.lowlevel.checkpoint()
-        while self._done < target:
-            if self._stopped.is_set():
-                raise RecorderClosed("the audit writer stopped before the records were written")
-            await self._progress.wait()
+        if self._done >= target:
+            return
+        # Someone waits: the writer writes now instead of gathering more records.
+        self._flushers += 1
+        self._wakeup.set()
+        try:
+            while self._done < target:
+                if self._stopped.is_set():
+                    raise RecorderClosed("the audit writer stopped before the records were "
+                                         "written")
+                await self._progress.wait()
+        finally:
+            self._flushers -= 1
 
     async def aclose(self) -> None:
         """Stop accepting records, write everything queued, and seal the open segment."""
@@ -1034,9 +1060,30 @@ class Recorder:
                 with trio.move_on_at(deadline):
                     await self._wakeup.wait()
                 continue
+            if self._gathering():
+                self._wakeup = trio.Event()
+                with trio.move_on_at(self._gather_until):
+                    await self._wakeup.wait()
+                continue
+            self._gather_until = None
             batch = self._take_batch()
             _, sync_due, rotate_due = self._due()
             await self._write(batch, sync_due or self.cfg.fsync == "always", rotate_due)
+
+    def _gathering(self) -> bool:
+        """Whether the writer should wait for more records before writing the queue.
+
+        It waits at most ``_gather_s`` from the moment it finds the queue non-empty (after
+        its previous write), and not at all when someone awaits flush(), when the queue is
+        filling up, or when the recorder closes.
+        """
+        if (not self._gather_s or self._flushers or self._closing
+                or len(self._queue) >= self._urgent_len):
+            return False
+        now = trio.current_time()
+        if self._gather_until is None:
+            self._gather_until = now + self._gather_s
+        return now < self._gather_until
 
     async def _write(self, batch: list[tuple[float, str, str, bytes]], sync: bool,
                      rotate: bool) -> None:
