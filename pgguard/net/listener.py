@@ -71,8 +71,9 @@ class Gateway:
     def reload(self) -> None:
         """SIGHUP: build a new config and policies and swap the references.
 
-        Live sessions keep the guard they started with; new statements of new sessions use
-        the new policy. A bad file leaves everything as it was.
+        Sessions stay connected; their next statement is judged by the new grants (if
+        no grant matches a live user's groups any more, every statement is refused). A
+        bad file leaves everything as it was.
         """
         path = self.cfg.path
         if not path:
