@@ -111,7 +111,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pgguard", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="pgguard", description="A PostgreSQL gateway that governs what AI agents do with data.")
     parser.add_argument("--version", action="version", version=f"pgguard {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
