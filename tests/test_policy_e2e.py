@@ -160,3 +160,17 @@ def test_extended_refused_parse_never_reaches_the_database(raw_analyst, pg):
     assert first[0].sqlstate == "42501"
     assert any(isinstance(m, DataRow) and m.values == (b"7",) for m in second)
     assert _count(pg) == before
+
+
+def test_refusal_skipped_by_an_earlier_pipeline_error_does_not_confuse_later_ones(
+        raw_analyst):
+    """A refused Parse that PostgreSQL skips (after an earlier error) leaves no stale
+    rewrite behind: the next refusal still gets pgguard's 42501."""
+    raw_analyst.send(codec.parse("", "SELECT 1/0") + codec.bind("", "") + codec.execute("")
+                     + codec.parse("", "DELETE FROM accounts") + codec.bind("", "")
+                     + codec.execute("") + codec.sync())
+    first = raw_analyst.until(ReadyForQuery)
+    assert [m.sqlstate for m in first if isinstance(m, ErrorResponse)] == ["22012"]
+    msgs = _simple(raw_analyst, "DROP TABLE accounts")
+    errs = [m for m in msgs if isinstance(m, ErrorResponse)]
+    assert len(errs) == 1 and errs[0].sqlstate == "42501", errs

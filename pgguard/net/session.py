@@ -539,10 +539,7 @@ class ClientSession:
                 elif k == 0x53:  # ParameterStatus
                     self._parameter_status(framer.decode(kind, start, end))
                 elif k == 0x45 and self.rewrites:  # ErrorResponse
-                    marker, rewritten = self.rewrites[0]
-                    if buf.find(marker, start, end) >= 0:
-                        self.rewrites.popleft()
-                        replacement = rewritten
+                    replacement = self._rewritten_error(buf, start, end)
                 if observe:
                     replacement = guard.on_backend(kind, framer, start, end, replacement)
                 if replacement is None:
@@ -562,6 +559,20 @@ class ClientSession:
                 scope.cancel()
                 return
             framer.feed(data)
+
+    def _rewritten_error(self, buf: bytearray, start: int, end: int) -> bytes | None:
+        """pgguard's error for a refused statement's marker error, else None.
+
+        Refusals answer in order, but one can be skipped by the server (a pipeline that
+        failed earlier ignores everything up to Sync, the marker too): markers older than
+        the one that matched were skipped and are dropped.
+        """
+        for i, (marker, rewritten) in enumerate(self.rewrites):
+            if buf.find(marker, start, end) >= 0:
+                for _ in range(i + 1):
+                    self.rewrites.popleft()
+                return rewritten
+        return None
 
     def _parameter_status(self, msg) -> None:
         if msg.name == "standard_conforming_strings" and self.guard is not None:
