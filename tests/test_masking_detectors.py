@@ -8,7 +8,10 @@ from hypothesis import strategies as st
 
 from pgguard.config import MaskingConfig, MaskRule
 from pgguard.masking import Detectors, RuleSet, hash_token, iban_ok, luhn_ok, partial, scan_text
+from pgguard.masking import detectors as det_module
 from pgguard.masking.rules import Mask, apply_text, load_hash_key, stricter
+
+ALL_DETECTORS = det_module.ALL
 
 
 def test_partial_keeps_exactly_keep_characters():
@@ -158,3 +161,90 @@ def test_scan_text_total(s):
     out = scan_text(s)
     assert isinstance(out, str)
     assert scan_text(out) == out       # markers are not detected again
+
+
+# -- the pre-filter is conservative: it never changes what the detectors find ----------
+
+# Characters PII shapes are made of, so random strings often come close to a match.
+PII_ALPHABET = "0123456789" * 3 + " -.@()+/_=:AKISDEGByJxobkghpsrtz\n\u0663\uff11\u017f"
+NAMES = ("email", "ssn", "card", "phone", "iban", "secret")
+
+
+# The shortest values each detector finds: exactly at the pre-filter's minimum length or
+# digit count, so a pre-filter one step too strict fails here.
+MINIMAL = [
+    ("a@b.cc", "email"),
+    ("+1234567", "phone"),
+    ("123-45-6789", "ssn"),
+    ("4222222222222", "card"),
+    ("NO9386011117947", "iban"),
+    ("xoxb-1234567890", "secret"),
+    ("AKIAABCDEFGHIJKLMNOP", "secret"),
+]
+
+
+@pytest.mark.parametrize(("text", "kind"), MINIMAL)
+def test_prefilter_minimal_values(text, kind):
+    for names in (NAMES, (kind,)):
+        det = Detectors(names)
+        assert det.find(text) == [(0, len(text), kind)]
+        assert not det.skips_bytes(text.encode())
+        assert det.find(text[1:]) == det.find(text[1:], prefilter=False)
+
+
+def _pii_text():
+    pieces = st.sampled_from([t for t, _ in FOUND + MINIMAL] + NOT_FOUND)
+    glue = st.text(alphabet=PII_ALPHABET, max_size=8)
+    return st.one_of(
+        st.text(alphabet=PII_ALPHABET, max_size=60),
+        st.lists(st.one_of(pieces, glue), max_size=4).map("".join),
+        # cut samples: values just below or at a detector's minimum length or digits
+        st.tuples(pieces, st.integers(0, 60), st.integers(0, 60)).map(
+            lambda t: t[0][min(t[1], t[2]):max(t[1], t[2])]),
+    )
+
+
+@given(st.one_of(st.text(max_size=120), _pii_text()),
+       st.sets(st.sampled_from(NAMES), min_size=1))
+def test_prefilter_never_changes_findings(s, names):
+    det = Detectors(names)
+    full = det.find(s, prefilter=False)
+    assert det.find(s) == full
+    assert det.scan_text(s) == det.scan_text(s, prefilter=False)
+    assert det.scan_text(s) == det.scan_text(s)      # second call: from the cache
+    encoded = s.encode("utf-8", "surrogatepass")
+    if det.skips_bytes(encoded):
+        assert full == [], (s, full)
+
+
+@pytest.mark.parametrize(("text", "kind"), FOUND)
+def test_prefilter_keeps_every_sample(text, kind):
+    for names in (NAMES, (kind,)):
+        det = Detectors(names)
+        assert not det.skips_bytes(text.encode())
+        assert f"[{kind}]" in det.scan_text(text)
+
+
+def test_prefilter_skips_plain_values_without_decoding():
+    for v in (b"name 1234", b"city 34", b"1234 Main Street", b"label-1234",
+              b"a note about nothing in particular 1234"):
+        assert ALL_DETECTORS.skips_bytes(v), v
+    # non-ASCII values are decoded and scanned: other scripts have their own digits
+    assert not ALL_DETECTORS.skips_bytes("١٢٣-٤٥-٦٧٨٩".encode())
+    assert ALL_DETECTORS.find("١٢٣-٤٥-٦٧٨٩") == ALL_DETECTORS.find("١٢٣-٤٥-٦٧٨٩",
+                                                                  prefilter=False)
+
+
+def test_secret_without_digits_is_found():
+    # Found by the conservativeness test: the old pre-filter wanted a digit or "@".
+    for s in ("key AKIAABCDEFGHIJKLMNOP", "AIza" + "abcdefghij" * 3 + "abcde"):
+        assert "[secret]" in scan_text(s), s
+
+
+def test_scan_cache_is_bounded():
+    det = Detectors(NAMES)
+    for i in range(det_module.CACHE_SIZE + 100):
+        det.scan_text(f"value number {i:08d} here")
+    assert len(det._cache) <= det_module.CACHE_SIZE
+    assert det.scan_text("mail alice@example.com") == "mail [email]"
+    assert det.scan_text("mail alice@example.com") == "mail [email]"

@@ -1,13 +1,16 @@
 """Content detectors: find PII and secrets in free text and replace them by markers.
 
 Each detector is a precompiled regular expression plus a validation (Luhn for cards,
-mod-97 for IBANs, range checks for SSNs, digit counts for phones). A cheap pre-filter
-rejects most values (no digit, no ``@``, no secret prefix) before any detector runs.
+mod-97 for IBANs, range checks for SSNs, digit counts for phones). A per-detector
+pre-filter (length, digit count, ``@``, secret prefixes) runs only the detectors a value
+could satisfy and rejects most values outright, for ASCII values on the raw bytes without
+decoding; it is provably conservative (see the minimums below and the property tests).
 """
 
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 
 from ..config import DETECTORS
@@ -87,11 +90,41 @@ _SECRET = re.compile(
     r"|(?<![A-Za-z0-9])sk-(?:proj-|ant-)?[A-Za-z0-9_-]{20,}"
     r"|AIza[0-9A-Za-z_-]{35}")
 
-# Any PII shape needs one of these; a value without them is passed untouched.
-_PREFILTER = re.compile(r"[0-9@]|-----BEGIN|eyJ|gh[pousr]_|github_pat_|xox|sk-|[sr]k_")
 # The secret pattern has many alternatives: run it only where a literal prefix occurs.
+# Every alternative of _SECRET begins with (or, for the case-insensitive AWS key name,
+# is) one of these literals, so a value without a match cannot hold a secret.
 _SECRET_HINT = re.compile(r"-----BEGIN|A(?:KI|SI|BI|CC|GP|ID|RO|NP)A|(?i:aws_secret)|eyJ|"
                           r"gh[pousr]_|github_pat_|xox|sk-|[sr]k_|AIza")
+# Substrings one of which every hint match contains ("_" for the AWS key name in any case
+# folding and gh*_, github_pat_, sk_/rk_; "A" for AKIA… and AIza; "k-" for sk-): ``in``
+# tests are far cheaper than the hint regex, which then runs on the few values left.
+_HINT_BITS = ("_", "A", "-----BEGIN", "eyJ", "xox", "k-")
+_HINT_BITS_B = tuple(b.encode() for b in _HINT_BITS)
+
+# Minimum lengths (in characters) and digit counts each detector needs; the pre-filter
+# (Detectors._wanted) skips a detector whose minimum a value does not reach. "Digit" means
+# what ``\d`` matches in a str pattern (any Unicode decimal digit), so the counts are exact
+# for ASCII text and counted with _DIGIT otherwise. Derivations:
+#   secret: shortest alternative is xox?- plus 10 characters = 15 characters;
+#   iban:   2 letters, 2 digits and at least 11 more characters = 15, two digits;
+#   card:   [2-6] and 12 more digits = 13 digits; ssn: 3 + 2 + 4 = 9 digits;
+#   phone:  the match must hold 7 to 15 digits (checked after matching) = 7 digits;
+#   email:  needs an "@".
+SECRET_MIN_LEN = 15
+IBAN_MIN_LEN, IBAN_MIN_DIGITS = 15, 2
+CARD_MIN_DIGITS, SSN_MIN_DIGITS, PHONE_MIN_DIGITS = 13, 9, 7
+# Below this length neither a secret nor an IBAN fits.
+_LONG_MIN = min(SECRET_MIN_LEN, IBAN_MIN_LEN)
+# Below this length only an e-mail address fits (a@b.cc): 6 characters.
+_MIN_LEN = 6
+_DIGIT = re.compile(r"\d")
+# An IBAN starts with two capital letters and two digits: a value without them has none.
+_IBAN_START = re.compile(r"[A-Z]{2}\d{2}")
+_IBAN_START_B = re.compile(rb"[A-Z]{2}[0-9]{2}")
+_ASCII_DIGITS = b"0123456789"
+# Values are cached up to this length; longer ones are rarely repeated and costly to hold.
+CACHE_SIZE = 4096
+CACHE_MAX_LEN = 512
 
 
 def _find_email(s: str) -> Iterable[Span]:
@@ -165,8 +198,20 @@ FINDERS: dict[str, Callable[[str], Iterable[Span]]] = {
 }
 
 
+def _has_hint(s: str) -> bool:
+    for bit in _HINT_BITS:
+        if bit in s:
+            return _SECRET_HINT.search(s) is not None
+    return False
+
+
 class Detectors:
     """A configured set of detectors.
+
+    A pre-filter picks, per value, only the detectors whose necessary conditions (an
+    ``@``, enough digits, enough length, a secret prefix) the value meets; it is
+    conservative: a detector it skips could not have matched. Scan results of short
+    values are kept in a bounded LRU cache, since result values repeat a lot.
 
     Args:
         names: detector names from ``masking.detectors`` (any of
@@ -180,16 +225,98 @@ class Detectors:
             raise ValueError(f"unknown detectors: {', '.join(sorted(unknown))}")
         self.names = tuple(n for n in FINDERS if n in names)
         self._finders = [FINDERS[n] for n in self.names]
+        self._on = frozenset(self.names)
+        # Digits needed by the detectors that have no length gate (iban has one).
+        self._digit_min = min([m for n, m in (("phone", PHONE_MIN_DIGITS),
+                                              ("ssn", SSN_MIN_DIGITS),
+                                              ("card", CARD_MIN_DIGITS))
+                               if n in self._on] or [1 << 30])
+        self._long = bool(self._on & {"secret", "iban"})
+        self._email = "email" in self._on
+        # For ASCII bytes of at least SECRET_MIN_LEN characters and too few digits for
+        # card, ssn and phone: one search for what email, secret and iban need.
+        gate = ([rb"@"] if self._email else []) + \
+            ([re.escape(b) for b in _HINT_BITS_B] if "secret" in self._on else []) + \
+            ([_IBAN_START_B.pattern] if "iban" in self._on else [])
+        self._gate = re.compile(b"|".join(gate)) if gate else None
+        self._cache: OrderedDict[str, str] = OrderedDict()
 
     def __bool__(self) -> bool:
         return bool(self._finders)
 
-    def find(self, s: str) -> list[Span]:
-        """Non-overlapping ``(start, end, kind)`` spans of PII in *s*, in order."""
-        if not self._finders or not _PREFILTER.search(s):
+    def _wanted(self, s: str) -> list[Callable[[str], Iterable[Span]]]:
+        """The finders that could match *s*, in priority order (the pre-filter)."""
+        n = len(s)
+        if n < _MIN_LEN:
+            return []
+        on = self._on
+        at = "@" in s and "email" in on
+        long = n >= _LONG_MIN and self._long
+        if s.isascii():
+            b = s.encode("ascii")
+            digits = n - len(b.translate(None, _ASCII_DIGITS))
+        elif _DIGIT.search(s) is None:
+            digits = 0
+        else:
+            digits = len(_DIGIT.findall(s))
+        if not at and not long and digits < self._digit_min:
+            return []
+        out = []
+        if long and n >= SECRET_MIN_LEN and "secret" in on and _has_hint(s):
+            out.append(_find_secret)
+        if at:
+            out.append(_find_email)
+        if long and n >= IBAN_MIN_LEN and digits >= IBAN_MIN_DIGITS and "iban" in on and \
+                _IBAN_START.search(s) is not None:
+            out.append(_find_iban)
+        if digits >= CARD_MIN_DIGITS and "card" in on:
+            out.append(_find_card)
+        if digits >= SSN_MIN_DIGITS and "ssn" in on:
+            out.append(_find_ssn)
+        if digits >= PHONE_MIN_DIGITS and "phone" in on:
+            out.append(_find_phone)
+        return out
+
+    def skips_bytes(self, v: bytes) -> bool:
+        """True when the encoded value *v* certainly holds nothing any detector finds.
+
+        Decides on the bytes, without decoding, for ASCII values (every client encoding
+        pgguard decodes with is ASCII-compatible, so an ASCII byte string decodes to the
+        same characters); other values return False and are decoded and scanned.
+
+        Args:
+            v: a value in the client encoding.
+
+        Returns:
+            True if the value can be forwarded unscanned.
+        """
+        n = len(v)
+        if n < _MIN_LEN or not self._finders:
+            return True
+        if not v.isascii():
+            return False
+        if n - len(v.translate(None, _ASCII_DIGITS)) >= self._digit_min:
+            return False
+        if n < _LONG_MIN:
+            return not self._email or b"@" not in v
+        return self._gate is None or self._gate.search(v) is None
+
+    def find(self, s: str, *, prefilter: bool = True) -> list[Span]:
+        """Non-overlapping ``(start, end, kind)`` spans of PII in *s*, in order.
+
+        Args:
+            s: any text.
+            prefilter: skip the detectors that cannot match (False: run them all; the
+                result is the same, which the tests check).
+
+        Returns:
+            The spans, sorted.
+        """
+        finders = self._wanted(s) if prefilter else self._finders
+        if not finders:
             return []
         spans: list[Span] = []
-        for finder in self._finders:
+        for finder in finders:
             spans.extend(finder(s))
         if len(spans) <= 1:
             return spans
@@ -201,16 +328,42 @@ class Detectors:
         kept.sort()
         return kept
 
-    def scan_text(self, s: str) -> str:
+    def scan_text(self, s: str, *, prefilter: bool = True) -> str:
         """Replace each PII span in *s* by a marker such as ``[email]``.
 
         Args:
             s: any text.
+            prefilter: as for :meth:`find` (False also bypasses the cache).
 
         Returns:
             *s* itself when nothing was found, else a new string with markers.
         """
-        spans = self.find(s)
+        if not prefilter:
+            return self._replace(s, self.find(s, prefilter=False))
+        cache = self._cache
+        cacheable = len(s) <= CACHE_MAX_LEN
+        if cacheable:
+            hit = cache.get(s)
+            if hit is not None:
+                try:
+                    cache.move_to_end(s)
+                except KeyError:     # evicted by another thread (the recorder's)
+                    pass
+                # Hand back the caller's own object when nothing changed: callers test
+                # ``out is s`` to know whether to re-encode.
+                return s if hit == s else hit
+        out = self._replace(s, self.find(s))
+        if cacheable and len(s) >= _MIN_LEN:
+            cache[s] = out
+            if len(cache) > CACHE_SIZE:
+                try:
+                    cache.popitem(last=False)
+                except KeyError:
+                    pass
+        return out
+
+    @staticmethod
+    def _replace(s: str, spans: list[Span]) -> str:
         if not spans:
             return s
         parts = []

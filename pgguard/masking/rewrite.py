@@ -153,7 +153,11 @@ class ValueCodec:
         if not det or cls == NONE:
             return None
         if cls == TEXT or (cls == CONTAINER and not binary):
+            skips = det.skips_bytes
+
             def scan_text(v: bytes) -> bytes:
+                if skips(v):
+                    return v
                 s = self._dec(v)
                 out = det.scan_text(s)
                 return v if out is s else self._enc(out)
@@ -163,6 +167,8 @@ class ValueCodec:
 
             def scan_json(v: bytes) -> bytes | None:
                 raw = v[1:] if prefix else v
+                if det.skips_bytes(raw):
+                    return v
                 s = self._dec(raw)
                 out = det.scan_text(s)
                 if out is s:
@@ -175,6 +181,8 @@ class ValueCodec:
             return scan_json
 
         def scan_or_null(v: bytes) -> bytes | None:
+            if det.skips_bytes(v):
+                return v
             return None if det.find(self._dec(v)) else v
         return scan_or_null
 
