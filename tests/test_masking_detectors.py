@@ -248,3 +248,18 @@ def test_scan_cache_is_bounded():
     assert len(det._cache) <= det_module.CACHE_SIZE
     assert det.scan_text("mail alice@example.com") == "mail [email]"
     assert det.scan_text("mail alice@example.com") == "mail [email]"
+
+
+def test_hash_action_is_cached_bounded_and_equal_to_hash_token():
+    from pgguard.masking import rewrite
+
+    codec = rewrite.ValueCodec(b"k", Detectors([]), "latin-1")
+    act = codec.mask_action(Mask("hash"), rewrite.TEXT, False)
+    value = "Müller".encode("latin-1")
+    assert act(value) == hash_token("Müller", b"k").encode()
+    assert act(value) == act(value) and value in codec._tokens
+    for i in range(rewrite.HASH_CACHE_SIZE + 10):
+        act(b"v%d" % i)
+    assert len(codec._tokens) <= rewrite.HASH_CACHE_SIZE
+    assert act(b"v5") == hash_token("v5", b"k").encode()      # evicted: recomputed
+    assert codec.text_mask_action(Mask("hash"))(value) == act(value)

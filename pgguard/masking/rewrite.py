@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 from ..errors import ProtocolViolation
 from .detectors import Detectors
 from .lineage import CopyOptions
-from .rules import REDACTED, Mask, apply_text
+from .rules import REDACTED, Mask, apply_text, hash_token
 
 Action = Callable[[bytes], bytes | None]
 
@@ -43,6 +43,8 @@ _I16 = struct.Struct("!h")
 _I32 = struct.Struct("!i")
 NULL_LEN = b"\xff\xff\xff\xff"
 COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
+HASH_CACHE_SIZE = 4096
+HASH_CACHE_MAX_LEN = 256
 
 # Type classes.
 NONE, TEXT, JSON, JSONB, CONTAINER, OTHER = range(6)
@@ -105,6 +107,23 @@ class ValueCodec:
         self.key = key
         self.detectors = detectors
         self.encoding = encoding
+        # hash tokens per distinct value: the HMAC is the per-value cost, values repeat.
+        self._tokens: dict[bytes, bytes] = {}
+
+    def hash_bytes(self, v: bytes) -> bytes:
+        """The encoded ``hash`` token of the encoded value *v* (cached, bounded)."""
+        tokens = self._tokens
+        tok = tokens.get(v)
+        if tok is None:
+            tok = self._enc(hash_token(self._dec(v), self.key))
+            if len(v) <= HASH_CACHE_MAX_LEN:
+                if len(tokens) >= HASH_CACHE_SIZE:
+                    try:    # drop the oldest entry (dicts keep insertion order)
+                        del tokens[next(iter(tokens))]
+                    except (KeyError, StopIteration, RuntimeError):
+                        tokens.clear()
+                tokens[bytes(v)] = tok
+        return tok
 
     def _dec(self, b: bytes) -> str:
         return bytes(b).decode(self.encoding, "surrogateescape")
@@ -128,6 +147,8 @@ class ValueCodec:
             return lambda v, c=const: c
         key = self.key
         if cls == TEXT:
+            if mask.strategy == "hash":
+                return self.hash_bytes
             return lambda v: self._enc(apply_text(mask, self._dec(v), key))
         prefix = b"\x01" if cls == JSONB and binary else b""
         # partial over JSON text would keep syntax, not data: redact instead.
@@ -142,6 +163,8 @@ class ValueCodec:
         """Mask for COPY text/CSV, where no type is known: the strategy's text."""
         if mask.strategy == "null":
             return _to_null
+        if mask.strategy == "hash":
+            return self.hash_bytes
         key = self.key
         return lambda v: self._enc(apply_text(mask, self._dec(v), key))
 
