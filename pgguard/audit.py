@@ -912,6 +912,26 @@ class Recorder:
             TypeError: a field value msgpack cannot carry.
             RecorderClosed: after :meth:`aclose` or once the writer has stopped.
         """
+        await self.record_map(session_id, type, fields)
+
+    async def record_map(self, session_id: str, type: str, fields: dict[str, Any]) -> None:
+        """Enqueue one record whose fields are already in a dict (see :meth:`record`).
+
+        The gateway's tap builds its fields as dicts; this spares it a copy per record.
+        *fields* is packed before this returns, so the caller may reuse it afterwards;
+        for a ``result`` or ``session_start`` it may be completed in place (``truncated``,
+        ``instance``).
+
+        Args:
+            session_id: from :meth:`session_id`.
+            type: one of :data:`RECORD_TYPES`.
+            fields: the record's fields.
+
+        Raises:
+            ValueError: unknown record type.
+            TypeError: a field value msgpack cannot carry.
+            RecorderClosed: after :meth:`aclose` or once the writer has stopped.
+        """
         if self._closing or self._stopped.is_set():
             raise RecorderClosed("the audit recorder is closed")
         if type not in RECORD_TYPES:

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 _HEADER = struct.Struct("!cI")
 _I16 = struct.Struct("!h")
 _I32 = struct.Struct("!i")
+_FIELD = struct.Struct("!IhIhih")  # a RowDescription field after its name
 
 _COPY_TEXT_OID = 25
 _COPY_BINARY_OID = 17
@@ -49,6 +50,41 @@ _MAX_PREPARED = 10000
 # No detector matches fewer than seven digits and nothing else (the shortest, phone, needs
 # seven digits and a separator or a "+"; plain integers never match): skip the scan.
 _SHORT_NUMBER_LEN = 7
+
+
+def _text(raw: bytes) -> str:
+    # As the wire codec decodes strings, so the record matches what it would have said.
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", "surrogateescape")
+
+
+def _row_description(kind: bytes, data: bytes, pos: int, end: int
+                     ) -> tuple[list[list[Any]], list[int]]:
+    """Column ``[name, type oid]`` pairs and formats of the RowDescription at *pos*.
+
+    Reads only what the record needs, without building the codec's message objects (this
+    runs once per result); anything malformed goes to the codec, which says what is wrong.
+    """
+    try:
+        (ncols,) = _I16.unpack_from(data, pos + 5)
+        p = pos + 7
+        columns: list[list[Any]] = []
+        formats: list[int] = []
+        for _ in range(ncols):
+            zero = data.index(b"\0", p, end)
+            name = _text(data[p:zero])
+            _, _, oid, _, _, fmt = _FIELD.unpack_from(data, zero + 1)
+            p = zero + 1 + _FIELD.size
+            columns.append([name, oid])
+            formats.append(fmt)
+        if ncols >= 0 and p == end:
+            return columns, formats
+    except (ValueError, struct.error):
+        pass
+    msg = codec.decode_backend(kind, data, pos, end)  # raises on malformed bytes
+    return ([[f.name, f.type_oid] for f in msg.fields], [f.format for f in msg.fields])
 
 
 class RecordingUnavailable(ConnectionFailure):
@@ -118,8 +154,11 @@ class SessionTap:
         return Detectors(cfg.detectors)
 
     async def _record(self, type: str, **fields: Any) -> None:
+        await self._record_map(type, fields)
+
+    async def _record_map(self, type: str, fields: dict[str, Any]) -> None:
         try:
-            await self.recorder.record(self.sid, type, **fields)
+            await self.recorder.record_map(self.sid, type, fields)
         except AuditError as exc:
             # Nothing may happen unrecorded: end the session rather than go on blind.
             log.error("event=recording_unavailable session=%s error=%s", self.sid, exc)
@@ -227,16 +266,16 @@ class SessionTap:
             verdict: None when the guard let it through, else the guard's verdict.
         """
         if isinstance(msg, Query):
-            await self._record("statement", **self._decision(msg.sql, "simple", verdict))
+            await self._record_map("statement", self._decision(msg.sql, "simple", verdict))
         elif isinstance(msg, Parse):
             fields = self._decision(msg.sql, "extended", verdict)
             if verdict is not None and verdict.refuse is not None:
                 # No Bind will follow a refused Parse (the session skips to Sync).
-                await self._record("statement", **fields)
+                await self._record_map("statement", fields)
                 return
             old = self._unbound.pop(msg.name, None)
             if old is not None:
-                await self._record("statement", **old)  # parsed again before any Bind
+                await self._record_map("statement", old)  # parsed again before any Bind
             self._prepared.pop(msg.name, None)  # re-insert: the dict stays oldest first
             self._prepared[msg.name] = fields
             self._unbound[msg.name] = fields
@@ -246,10 +285,10 @@ class SessionTap:
                 self._prepared.pop(next(iter(self._prepared)))
             if len(self._unbound) > _MAX_PREPARED:
                 name = next(iter(self._unbound))
-                await self._record("statement", **self._unbound.pop(name))
+                await self._record_map("statement", self._unbound.pop(name))
         elif isinstance(msg, FunctionCall):
             sql = f"-- FunctionCall oid {msg.function_oid}"
-            await self._record("statement", **self._decision(sql, "function", verdict))
+            await self._record_map("statement", self._decision(sql, "function", verdict))
 
     async def bind(self, msg: Bind) -> None:
         """Record the statement a Bind executes, with its parameters after the detectors.
@@ -271,7 +310,7 @@ class SessionTap:
         self._bind_formats = msg.result_formats
         fields = dict(base)
         fields["params"] = params
-        await self._record("statement", **fields)
+        await self._record_map("statement", fields)
 
     async def to_client(self, data: bytes) -> None:
         """Build result, error and notice records from bytes about to reach the client.
@@ -315,13 +354,17 @@ class SessionTap:
                         res.rows.append([chunk if res.copy_format
                                          else chunk.decode(self._encoding, "replace")])
             elif k == 0x54:  # RowDescription
-                msg = codec.decode_backend(kind, data, pos, end)
                 res = self._result = _Result()
-                res.columns = [[f.name, f.type_oid] for f in msg.fields]
+                columns, formats = _row_description(kind, data, pos, end)
+                res.columns = columns
                 if not self._after_param_desc:
-                    res.formats = [f.format for f in msg.fields]
+                    res.formats = formats
             elif k == 0x43:  # CommandComplete
-                tag = codec.decode_backend(kind, data, pos, end).tag
+                raw = data[pos + 5:end - 1]
+                if data[end - 1] != 0 or b"\0" in raw:
+                    tag = codec.decode_backend(kind, data, pos, end).tag  # raises
+                else:
+                    tag = _text(raw)
                 await self._finish_result(tag)
                 completed = True
             elif k == 0x45:  # ErrorResponse
@@ -411,7 +454,7 @@ class SessionTap:
         }
         if suspended:
             fields["suspended"] = True
-        await self._record("result", **fields)
+        await self._record_map("result", fields)
 
     async def _flush(self) -> None:
         try:
@@ -438,7 +481,7 @@ class SessionTap:
         s = self.session
         try:
             for fields in self._unbound.values():
-                await self._record("statement", **fields)  # parsed, never executed
+                await self._record_map("statement", fields)  # parsed, never executed
             self._unbound.clear()
             await self._record("session_end", reason=s.end_reason,
                                duration_s=round(time.time() - s.started, 6),
