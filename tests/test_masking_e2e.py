@@ -812,3 +812,27 @@ def test_notification_payloads_are_withheld_and_copy_in_still_works(reader, writ
         assert n == 1
         assert writer.conn.execute("SELECT ssn FROM users WHERE id = 1").fetchone() == \
             ("*******7468",)
+
+
+def test_asyncpg_composite_column_introspection(gw, tokens, needles):
+    """asyncpg introspects a composite column's type with a query reading
+    current_setting('jit'): the setting must come back clear, the row masked."""
+    import asyncio
+
+    import asyncpg
+
+    async def main() -> tuple[list, str]:
+        conn = await asyncpg.connect(host="127.0.0.1", port=gw.port, user="rita",
+                                     database=CONN, password=tokens("rita", ["readers"]),
+                                     ssl=False, timeout=10)
+        try:
+            rows = await conn.fetch("SELECT u FROM users u ORDER BY id")
+            jit = await conn.fetchval("SELECT current_setting('jit')")
+        finally:
+            await conn.close()
+        return rows, jit
+
+    rows, jit = asyncio.run(asyncio.wait_for(main(), 30))
+    assert jit in ("on", "off")
+    assert len(rows) == 24 and all(r["u"] is None for r in rows), rows[:2]
+    assert not leaks([repr(tuple(r)) for r in rows], needles)

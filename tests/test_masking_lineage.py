@@ -124,6 +124,16 @@ CASES = [
     ("SELECT pg_notify('c', ssn) FROM users", R),
     ("SELECT set_config('my.x', ssn, false) FROM users", R),
     ("COPY (SELECT ssn FROM users) TO '/tmp/x'", R),
+    # settings are configuration: clear unless fed by masked or untraceable values
+    ("SELECT current_setting('jit')", [None]),
+    ("SELECT pg_catalog.current_setting('my.x', true), current_setting('search_path')",
+     [None, None]),
+    ("SELECT current_setting(id::text, true) FROM users", [None]),
+    ("SELECT current_setting(name) FROM users", ["null"]),
+    ("SELECT current_setting(ssn, true) FROM users", ["redact"]),
+    ("SELECT current_setting(shout('x'))", ["redact"]),
+    ("SELECT set_config('search_path', current_setting('search_path'), false)", [None]),
+    ("SELECT set_config('my.x', shout('a'), false)", R),
     ("EXPLAIN ANALYZE CREATE TABLE t4 AS SELECT ssn FROM users", R),
 ]
 
@@ -251,3 +261,33 @@ def test_tainted_and_opaque_flags(session):
     p = session.plan_result("SELECT shout('x')")
     assert p.tainted and p.opaque
     assert session.plan_result("INSERT INTO notes (user_id, body) VALUES (1, 'x')").opaque
+
+
+SET_CONFIG_MASKED = [
+    "SELECT 1 FROM users WHERE set_config('my.x', ssn, false) IS NOT NULL",
+    "SELECT * FROM users ORDER BY set_config('my.x', ssn, false)",
+    "SELECT * FROM set_config('my.x', (SELECT ssn FROM users LIMIT 1), false)",
+    "SELECT * FROM users u, LATERAL set_config('my.x', u.ssn, false)",
+    "SELECT pg_catalog.set_config('my.x', (SELECT ssn FROM users LIMIT 1), false)",
+    "WITH q AS (SELECT set_config('my.x', ssn, false) FROM users) SELECT 1",
+    "SELECT (SELECT set_config('my.x', ssn, false) FROM users LIMIT 1)",
+    "SELECT set_config('my.x', string_agg(ssn, ','), false) FROM users",
+    "SELECT set_config('my.x', u::text, false) FROM users u",
+    "SELECT set_config(ssn, 'v', false) FROM users",
+    "INSERT INTO notes (user_id, body) "
+    "VALUES (1, set_config('my.x', (SELECT ssn FROM users LIMIT 1), false))",
+    "DELETE FROM notes WHERE id = 0 "
+    "RETURNING set_config('my.x', (SELECT ssn FROM users LIMIT 1), false)",
+    "SELECT 1 FROM users u JOIN notes n ON set_config('my.x', u.ssn, false) = n.body",
+    "SELECT row_number() OVER (ORDER BY set_config('my.x', ssn, false)) FROM users",
+    "EXPLAIN ANALYZE SELECT set_config('my.x', ssn, false) FROM users",
+    "PREPARE p AS SELECT set_config('my.x', ssn, false) FROM users",
+    "DECLARE c CURSOR FOR SELECT set_config('my.x', ssn, false) FROM users",
+    "VALUES (set_config('my.x', (SELECT ssn FROM users LIMIT 1), false))",
+]
+
+
+@pytest.mark.parametrize("sql", SET_CONFIG_MASKED)
+def test_set_config_with_masked_argument_is_refused_anywhere(session, sql):
+    # current_setting() is clear, so no masked value may get into a setting
+    assert isinstance(session.plan(sql), Refusal)

@@ -50,8 +50,13 @@ OPAQUE_FUNCTIONS = frozenset({
     "dblink_fetch", "pg_read_file", "pg_read_binary_file", "lo_get", "loread",
     "pg_logical_slot_get_changes", "pg_logical_slot_peek_changes",
     "pg_logical_slot_get_binary_changes", "pg_logical_slot_peek_binary_changes",
-    "current_setting", "pg_settings_get_flags", "xpath_table",
+    "pg_settings_get_flags", "xpath_table",
 })
+# Builtins that return session configuration, not table data: their value is clear when
+# their arguments are. A setting can only hold a masked value if set_config() put it there,
+# and set_config() with a masked or untraceable argument is refused (SINK_FUNCTIONS,
+# _funccall); ``SET`` takes literals only. (SHOW and pg_settings read the same values.)
+CONFIG_FUNCTIONS = frozenset({"current_setting"})
 # Functions that store or send their arguments somewhere a later statement (or another
 # session) can read them back unmasked.
 SINK_FUNCTIONS = frozenset({
@@ -1037,13 +1042,21 @@ class Planner:
                 self._predicate(self._expr(body[key], scope, ctes))
         if body.get("over"):
             self._predicate(self._generic(body["over"], scope, ctes))
-        if fname in SINK_FUNCTIONS and schema in (None, "pg_catalog") \
-                and any(self.rules.match(*o) for o in args.origins):
+        builtin = schema in (None, "pg_catalog")
+        if fname in SINK_FUNCTIONS and builtin and (
+                any(self.rules.match(*o) for o in args.origins)
+                # a setting is read back in clear by current_setting(): an argument of
+                # unknown origin may be masked data
+                or (fname == "set_config" and args.opaque and self.rules)):
             raise _Refused(f"{fname}() would carry masked data out of the result")
         if self.catalog.is_user_function(fname, schema) or (
-                fname in OPAQUE_FUNCTIONS and schema in (None, "pg_catalog")):
+                fname in OPAQUE_FUNCTIONS and builtin):
             self.opaque_calls = True
             return Lin(_EMPTY, args.origins, f"function {fname} cannot be traced")
+        if fname in CONFIG_FUNCTIONS and builtin and len(body.get("args", [])) in (1, 2):
+            # derived from the arguments only: clear for literal names, masked like the
+            # arguments otherwise
+            return args.derived()
         if fname in CLEAN_AGGREGATES and schema in (None, "pg_catalog"):
             return CLEAN
         return args.derived()
