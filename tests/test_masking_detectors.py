@@ -166,7 +166,7 @@ def test_scan_text_total(s):
 # -- the pre-filter is conservative: it never changes what the detectors find ----------
 
 # Characters PII shapes are made of, so random strings often come close to a match.
-PII_ALPHABET = "0123456789" * 3 + " -.@()+/_=:AKISDEGByJxobkghpsrtz\n\u0663\uff11\u017f"
+PII_ALPHABET = "0123456789" * 4 + "  --..@(())+/_=:AKISDEGByJxobkghpsrtz\n\u0663\uff11\u017f"
 NAMES = ("email", "ssn", "card", "phone", "iban", "secret")
 
 
@@ -180,6 +180,8 @@ MINIMAL = [
     ("NO9386011117947", "iban"),
     ("xoxb-1234567890", "secret"),
     ("AKIAABCDEFGHIJKLMNOP", "secret"),
+    ("+1(23)-(45)-(67)-89", "phone"),        # the widest gap between digits: ")-("
+    ("0301/123 456", "phone"),               # "/" between digits
 ]
 
 

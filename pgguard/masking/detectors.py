@@ -113,6 +113,10 @@ _HINT_BITS_B = tuple(b.encode() for b in _HINT_BITS)
 SECRET_MIN_LEN = 15
 IBAN_MIN_LEN, IBAN_MIN_DIGITS = 15, 2
 CARD_MIN_DIGITS, SSN_MIN_DIGITS, PHONE_MIN_DIGITS = 13, 9, 7
+# card, ssn and phone need 7 digits (at least) with at most 3 of ``( ) . + / -`` and space
+# between consecutive ones: phone's widest gap is ``)-(`` between E.164 groups.
+_DIGIT_RUN = re.compile(r"\d(?:[ ().+/-]{0,3}\d){6}")
+_DIGIT_RUN_B = re.compile(rb"[0-9](?:[ ().+/-]{0,3}[0-9]){6}")
 # Below this length neither a secret nor an IBAN fits.
 _LONG_MIN = min(SECRET_MIN_LEN, IBAN_MIN_LEN)
 # Below this length only an e-mail address fits (a@b.cc): 6 characters.
@@ -259,6 +263,8 @@ class Detectors:
             digits = 0
         else:
             digits = len(_DIGIT.findall(s))
+        if digits >= self._digit_min and _DIGIT_RUN.search(s) is None:
+            digits = min(digits, PHONE_MIN_DIGITS - 1)   # no card, ssn or phone can fit
         if not at and not long and digits < self._digit_min:
             return []
         out = []
@@ -295,7 +301,8 @@ class Detectors:
             return True
         if not v.isascii():
             return False
-        if n - len(v.translate(None, _ASCII_DIGITS)) >= self._digit_min:
+        digits = n - len(v.translate(None, _ASCII_DIGITS))
+        if digits >= self._digit_min and _DIGIT_RUN_B.search(v) is not None:
             return False
         if n < _LONG_MIN:
             return not self._email or b"@" not in v
