@@ -5,8 +5,9 @@ the OIDC token), initialises pgbench's tables (scale 1), and runs ``pgguard serv
 subprocess (log level warning, static credentials) once per mode:
 
 * ``off``: no ``[recording]`` section, the baseline;
-* ``on (fsync=batch)``: the default (records written before the result that completes them
-  reaches the client, fsync every ``fsync_interval_s``);
+* ``on (fsync=batch)``: the default (records enqueued before the result that completes them
+  reaches the client, written within the writer's gathering delay of a few milliseconds,
+  fsync every ``fsync_interval_s``);
 * ``on (fsync=always)``: every batch fsynced before the client gets the result.
 
 For each mode it measures

@@ -14,8 +14,9 @@ reference.
 The :class:`Recorder` is the gateway's side: ``record()`` enqueues into a bounded queue (and
 awaits when it is full: back-pressure, never a dropped record), and ``run()`` is one writer
 task that batches records and does every disk operation in a worker thread, so the trio loop
-never waits on the disk. ``flush()`` waits until everything enqueued so far is written (and
-fsynced when ``recording.fsync = "always"``).
+never waits on the disk. The writer lets records gather for at most ``_GATHER_S`` (5 ms)
+before each hand-off to its thread. ``flush()`` waits until everything enqueued so far is
+written (and fsynced when ``recording.fsync = "always"``) and makes the writer write at once.
 
 :func:`verify`, :func:`export`, :func:`replay` and the ``pgguard audit`` commands
 (:func:`add_cli`) are the auditor's side; ``python -m pgguard.audit`` runs the commands too.
