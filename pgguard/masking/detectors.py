@@ -243,6 +243,12 @@ class Detectors:
             ([re.escape(b) for b in _HINT_BITS_B] if "secret" in self._on else []) + \
             ([_IBAN_START_B.pattern] if "iban" in self._on else [])
         self._gate = re.compile(b"|".join(gate)) if gate else None
+        # A character class is searched many times faster than that alternation: first
+        # look for a character one of them needs (every secret alternative holds one of
+        # "-_AJ": -----BEGIN, xox?-, sk-; aws_secret, gh?_, sk_; AKIA, AIza; eyJ).
+        chars = ((b"@" if self._email else b"") + (b"\\-_AJ" if "secret" in self._on else b"")
+                 + (b"A-Z" if "iban" in self._on else b""))
+        self._gate1 = re.compile(b"[" + chars + b"]") if chars else None
         self._cache: OrderedDict[str, str] = OrderedDict()
 
     def __bool__(self) -> bool:
@@ -306,6 +312,8 @@ class Detectors:
             return False
         if n < _LONG_MIN:
             return not self._email or b"@" not in v
+        if self._gate1 is None or self._gate1.search(v) is None:
+            return True
         return self._gate is None or self._gate.search(v) is None
 
     def find(self, s: str, *, prefilter: bool = True) -> list[Span]:
