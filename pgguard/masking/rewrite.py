@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import re
 import struct
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 from ..errors import ProtocolViolation
@@ -108,7 +109,7 @@ class ValueCodec:
         self.detectors = detectors
         self.encoding = encoding
         # hash tokens per distinct value: the HMAC is the per-value cost, values repeat.
-        self._tokens: dict[bytes, bytes] = {}
+        self._tokens: OrderedDict[bytes, bytes] = OrderedDict()
 
     def hash_bytes(self, v: bytes) -> bytes:
         """The encoded ``hash`` token of the encoded value *v* (cached, bounded)."""
@@ -118,10 +119,10 @@ class ValueCodec:
             tok = self._enc(hash_token(self._dec(v), self.key))
             if len(v) <= HASH_CACHE_MAX_LEN:
                 if len(tokens) >= HASH_CACHE_SIZE:
-                    try:    # drop the oldest entry (dicts keep insertion order)
-                        del tokens[next(iter(tokens))]
-                    except (KeyError, StopIteration, RuntimeError):
-                        tokens.clear()
+                    try:    # drop the oldest entry (O(1), unlike a dict's first key)
+                        tokens.popitem(last=False)
+                    except KeyError:
+                        pass
                 tokens[bytes(v)] = tok
         return tok
 
