@@ -179,10 +179,13 @@ class VaultCredentials:
             raise unavailable
         self._ensure_background()
         try:
-            if self.cfg.reuse == "user":
-                st = await self._shared_lease(conn, role, user)
-            else:
-                st = await self._issue(conn, role)
+            # Shielded (every Vault call is bounded by timeout_s): a session cancelled
+            # mid-issue, e.g. by its startup timeout, must not lose a lease Vault issued.
+            with trio.CancelScope(shield=True):
+                if self.cfg.reuse == "user":
+                    st = await self._shared_lease(conn, role, user)
+                else:
+                    st = await self._issue(conn, role)
         except VaultCallError as exc:
             log.warning("event=vault_credentials_unavailable connection=%s role=%s user=%s "
                         "op=%s kind=%s error=%r", conn.name, role, user, exc.op, exc.kind,
@@ -192,6 +195,12 @@ class VaultCredentials:
                            lease_id=st.lease_id, role=role,
                            expires_at=self._wall(st.expires_at), state=st)
         st.leases.append(lease)
+        try:
+            await trio.lowlevel.checkpoint_if_cancelled()
+        except trio.Cancelled:
+            with trio.CancelScope(shield=True):
+                await self.release(lease)
+            raise
         return lease
 
     async def keep_alive(self, lease: Lease) -> None:

@@ -26,6 +26,7 @@ POLICY = """
 path "database/creds/ro" { capabilities = ["read"] }
 path "database/creds/rw" { capabilities = ["read"] }
 path "database/creds/nosuch" { capabilities = ["read"] }
+path "database/creds/slow" { capabilities = ["read"] }
 path "shortdb/creds/*" { capabilities = ["read"] }
 path "sys/leases/renew" { capabilities = ["update"] }
 path "sys/leases/revoke" { capabilities = ["update"] }
@@ -34,11 +35,14 @@ RO_SQL = ("CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' "
           "VALID UNTIL '{{expiration}}' IN ROLE app_reader;")
 RW_SQL = ("CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' "
           "VALID UNTIL '{{expiration}}' IN ROLE app_owner;")
+# Issuing takes ~2 s: PostgreSQL sleeps inside the role's creation statements.
+SLOW_SQL = RO_SQL + " SELECT pg_sleep(2);"
 GRANTS = [
     {"groups": ["analysts"], "vault_role": "ro", "read": "allow", "write": "deny"},
     {"groups": ["engineers"], "vault_role": "rw", "write": "allow"},
     {"groups": ["ghosts"], "vault_role": "nosuch"},  # allowed by policy, no such role
     {"groups": ["outsiders"], "vault_role": "secret"},  # exists, the policy denies it
+    {"groups": ["sloths"], "vault_role": "slow"},
 ]
 
 
@@ -82,7 +86,7 @@ def vault(tmp_path_factory, app_db) -> Iterator[BaoServer]:
     server.start(configure=False)
     try:
         server.enable_database_secrets(
-            app_db, roles={"ro": RO_SQL, "rw": RW_SQL, "secret": RW_SQL},
+            app_db, roles={"ro": RO_SQL, "rw": RW_SQL, "secret": RW_SQL, "slow": SLOW_SQL},
             default_ttl="1m", max_ttl="10m")
         server.enable_database_secrets(app_db, roles={"ro": RO_SQL}, default_ttl="1s",
                                        max_ttl="3s", mount="shortdb")
@@ -386,3 +390,46 @@ def test_clean_shutdown_revokes_leases(vault_gateway, tokens, app_db, secrets_se
     gw.stop()
     conn.close()
     assert wait_until(lambda: not can_login(app_db, role, password), timeout=5)
+
+
+def test_lease_issued_after_the_client_gave_up_is_revoked(vault_gateway, tokens, app_db):
+    """The startup timeout fires while Vault is still issuing: the lease it then issues is
+    revoked at once instead of living until its TTL."""
+    import dataclasses
+    import threading
+
+    from rawclient import RawClient, error_of
+
+    gw = vault_gateway(timeout_s=10)
+    cfg = gw.gateway.cfg  # sessions read the config when they start
+    gw.gateway.cfg = dataclasses.replace(
+        cfg, listen=dataclasses.replace(cfg.listen, startup_timeout_s=1.0))
+    query = "SELECT rolname FROM pg_roles WHERE rolname LIKE 'v-%slow%'"
+    seen: set[str] = set()
+    stop = threading.Event()
+
+    def watch() -> None:
+        # Vault creates the role ~2 s after the request (pg_sleep in its creation SQL).
+        with psycopg.connect(app_db.dsn(), autocommit=True) as conn:
+            while not stop.is_set():
+                seen.update(r[0] for r in conn.execute(query))
+                time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        c = RawClient(gw.port)
+        err = error_of(c.login("sam", tokens("sam", ["sloths"])))
+        c.close()
+        assert err is not None and "timed out" in err.message
+
+        def remaining() -> set[str]:
+            with psycopg.connect(app_db.dsn(), autocommit=True) as conn:
+                return {r[0] for r in conn.execute(query)}
+
+        assert wait_until(lambda: bool(seen), 10), "Vault never issued the slow role"
+        # Revoked right away, long before its 1 min TTL.
+        assert wait_until(lambda: not remaining(), 10), remaining()
+    finally:
+        stop.set()
+        watcher.join(5)
