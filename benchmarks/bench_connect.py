@@ -23,30 +23,13 @@ import argparse
 import logging
 import math
 import os
-import shutil
 import statistics
-import sys
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import psycopg
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-
-from harness.gateway import (  # noqa: E402
-    APP_DB,
-    APP_PASSWORD,
-    APP_USER,
-    ThreadGateway,
-    base_config,
-    prepare_app_database,
-)
-from harness.openbao import BaoServer  # noqa: E402
-from harness.postgres import create_cluster  # noqa: E402
+from common import bench_stack
+from harness.gateway import APP_DB, APP_PASSWORD, APP_USER, ThreadGateway, base_config
 
 ROLE_SQL = ("CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' "
             "VALID UNTIL '{{expiration}}' IN ROLE app_owner;")
@@ -82,13 +65,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)  # the table only
 
-    pg = create_cluster()
-    workdir = tempfile.mkdtemp(prefix="pgguard-bench-connect-")
-    bao = BaoServer(workdir)
-    gateways: list[ThreadGateway] = []
-    try:
-        prepare_app_database(pg)
-        bao.start()
+    with bench_stack("connect") as st:
+        pg, bao, workdir, gateways = st.pg, st.bao, str(st.workdir), st.gateways
         bao.enable_database_secrets(pg, roles={"rw": ROLE_SQL}, default_ttl="10m",
                                     max_ttl="1h")
         client = bao.client()
@@ -132,13 +110,6 @@ def main() -> None:
         print(f"{'mode':<24}{'n':>6}{'median ms':>12}{'p99 ms':>10}")
         for name, count, median, p99 in rows:
             print(f"{name:<24}{count:>6}{median:>12.2f}{p99:>10.2f}")
-    finally:
-        for gw in gateways:
-            gw.stop()
-        bao.stop()
-        pg.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
-        shutil.rmtree(os.path.dirname(pg.datadir), ignore_errors=True)
 
 
 if __name__ == "__main__":

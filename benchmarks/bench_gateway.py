@@ -23,24 +23,13 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+import psycopg
+from common import bench_stack
+from harness.gateway import APP_DB, APP_PASSWORD, APP_USER, ProcessGateway, base_config, free_port
 
-import psycopg  # noqa: E402
-from harness.gateway import (  # noqa: E402
-    APP_DB,
-    APP_PASSWORD,
-    APP_USER,
-    ProcessGateway,
-    base_config,
-    free_port,
-    prepare_app_database,
-)
-from harness.openbao import BaoServer  # noqa: E402
-from harness.postgres import create_cluster  # noqa: E402
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 ROWS_SQL = "SELECT g, md5(g::text) AS h, g * 2 AS d, now() AS t FROM generate_series(1, 10000) g"
 
@@ -142,22 +131,15 @@ def main() -> int:
                     help="comma-separated pgguard variants: nopolicy,core,masking,recording")
     args = ap.parse_args()
     secs = max(1, int(args.seconds))
-    workdir = tempfile.mkdtemp(prefix="pgguard-bench-")
-    pg = create_cluster()
-    os.makedirs(os.path.join(workdir, "bao"))
-    bao = BaoServer(os.path.join(workdir, "bao"))
-    procs = []
-    gateways = []
-    try:
-        prepare_app_database(pg)
+    with bench_stack("gateway") as st:
+        pg, bao, workdir, gateways = st.pg, st.bao, str(st.workdir), st.gateways
         env = dict(os.environ, PGPASSWORD=APP_PASSWORD)
         subprocess.run([os.path.join(pg.bindir, "pgbench"), "-i", "-s", "10", "-q", "-h",
                         pg.host, "-p", str(pg.port), "-U", APP_USER, APP_DB], env=env,
                        check=True, capture_output=True, timeout=300)
-        bao.start()
         token = bao.issue_token("bench", ["bench"], ttl="2h")
         bouncer, bport = start_pgbouncer(pg, workdir)
-        procs.append(bouncer)
+        gateways.append(_Stoppable(bouncer))
         targets = [("direct", pg.host, pg.port, APP_USER, APP_PASSWORD),
                    ("pgbouncer", "127.0.0.1", bport, APP_USER, APP_PASSWORD)]
         for name in [v for v in args.variants.split(",") if v]:
@@ -190,19 +172,20 @@ def main() -> int:
             cells = "".join(f"{r[c]:>12.0f} ({r[c] / base[c]:.2f})".rjust(22) for c in cols)
             print(f"{label:<20}{cells}")
         return 0
-    finally:
-        for gw in gateways:
-            gw.stop()
-        for p in procs:
-            p.terminate()
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        bao.stop()
-        pg.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
-        shutil.rmtree(os.path.dirname(pg.datadir), ignore_errors=True)
+
+
+class _Stoppable:
+    """A subprocess with the .stop() the benchmark stack calls at the end."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc = proc
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
 
 
 if __name__ == "__main__":

@@ -23,30 +23,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import shutil
 import statistics
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 import psycopg
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-
-from harness.gateway import (  # noqa: E402
-    APP_DB,
-    APP_PASSWORD,
-    APP_USER,
-    ThreadGateway,
-    base_config,
-    prepare_app_database,
-)
-from harness.openbao import BaoServer  # noqa: E402
-from harness.postgres import create_cluster  # noqa: E402
+from common import bench_stack
+from harness.gateway import APP_DB, APP_PASSWORD, APP_USER, ThreadGateway, base_config
 
 from pgguard.config import DETECTORS  # noqa: E402
 from pgguard.net.masker import attach_masking  # noqa: E402
@@ -97,14 +79,9 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)  # the table only
 
-    pg = create_cluster()
-    workdir = tempfile.mkdtemp(prefix="pgguard-bench-masking-")
-    bao = BaoServer(workdir)
-    gateways: list[ThreadGateway] = []
-    try:
-        prepare_app_database(pg)
+    with bench_stack("masking") as st:
+        pg, bao, gateways = st.pg, st.bao, st.gateways
         pg.psql(TABLE_SQL.format(rows=args.rows), dbname=APP_DB)
-        bao.start()
         jwt = bao.issue_token("bench", ["analysts"], ttl="30m")
         results: list[tuple[str, float]] = []
         with psycopg.connect(pg.dsn(APP_DB, user=APP_USER, password=APP_PASSWORD)) as conn:
@@ -126,13 +103,6 @@ def main() -> None:
         print(f"{'mode':<26}{'rows/s':>12}{'vs direct':>11}{'vs off':>9}")
         for name, rate in results:
             print(f"{name:<26}{rate:>12,.0f}{rate / direct:>11.2f}{rate / off:>9.2f}")
-    finally:
-        for gw in gateways:
-            gw.stop()
-        bao.stop()
-        pg.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
-        shutil.rmtree(os.path.dirname(pg.datadir), ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -30,32 +30,17 @@ import argparse
 import logging
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import tomli_w
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-
-from harness.gateway import (  # noqa: E402
-    APP_DB,
-    APP_PASSWORD,
-    APP_USER,
-    base_config,
-    free_port,
-    prepare_app_database,
-)
-from harness.openbao import BaoServer  # noqa: E402
-from harness.postgres import create_cluster  # noqa: E402
+from common import ROOT, bench_stack
+from harness.gateway import APP_DB, APP_PASSWORD, APP_USER, base_config, free_port
 
 BIG_SELECT = "SELECT g, 'row ' || g, g * 1.5 FROM generate_series(1, 10000) g"
 
@@ -141,16 +126,12 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
 
-    pg = create_cluster()
-    workdir = Path(tempfile.mkdtemp(prefix="pgguard-bench-recording-"))
-    bao = BaoServer(str(workdir))
-    try:
-        prepare_app_database(pg)
+    with bench_stack("recording") as st:
+        pg, bao, workdir = st.pg, st.bao, st.workdir
         env = dict(os.environ, PGPASSWORD=APP_PASSWORD)
         subprocess.run(["pgbench", "-i", "-s", "1", "-q", "-h", pg.host, "-p", str(pg.port),
                         "-U", APP_USER, APP_DB], check=True, capture_output=True, env=env,
                        timeout=120, stdin=subprocess.DEVNULL)
-        bao.start()
         jwt = bao.issue_token("bench", ["owners"], ttl="30m")
         key = workdir / "audit.key"
         key.write_bytes(os.urandom(32).hex().encode())
@@ -188,11 +169,6 @@ def main() -> None:
         for name, tps, cpu, rows in results:
             print(f"{name:<20}{tps:>13.0f}{tps / base_tps:>8.2f}{cpu:>15.0f}{rows:>12.0f}"
                   f"{rows / base_rows:>8.2f}")
-    finally:
-        bao.stop()
-        pg.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
-        shutil.rmtree(os.path.dirname(pg.datadir), ignore_errors=True)
 
 
 if __name__ == "__main__":
