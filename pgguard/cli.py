@@ -19,12 +19,19 @@ def _setup_logging(level: str) -> None:
     )
 
 
-def cmd_check_config(args: argparse.Namespace) -> int:
+def _load_config(path: str):
+    """The validated configuration, or None after printing which key is wrong."""
     from . import config
     try:
-        cfg = config.load(args.file)
+        return config.load(path)
     except ConfigError as exc:
         print(f"pgguard: invalid configuration: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cfg = _load_config(args.file)
+    if cfg is None:
         return 1
     print(f"{args.file}: OK ({len(cfg.connections)} connection(s), listening on "
           f"{cfg.listen.host}:{cfg.listen.port})")
@@ -32,11 +39,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from . import config
-    try:
-        cfg = config.load(args.config)
-    except ConfigError as exc:
-        print(f"pgguard: invalid configuration: {exc}", file=sys.stderr)
+    cfg = _load_config(args.config)
+    if cfg is None:
         return 1
     _setup_logging(args.log_level)
     if args.workers and args.workers > 1:
