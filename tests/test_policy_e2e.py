@@ -174,3 +174,31 @@ def test_refusal_skipped_by_an_earlier_pipeline_error_does_not_confuse_later_one
     msgs = _simple(raw_analyst, "DROP TABLE accounts")
     errs = [m for m in msgs if isinstance(m, ErrorResponse)]
     assert len(errs) == 1 and errs[0].sqlstate == "42501", errs
+
+
+def _function_call(oid: int) -> bytes:
+    import struct
+    # FunctionCall: oid, no argument formats, no arguments, text result.
+    return codec.message(b"F", struct.pack("!IhhH", oid, 0, 0, 0))
+
+
+def test_function_call_fastpath_relayed_when_unknown_is_allowed(gateway, tokens, pg):
+    from pgguard.wire.messages import Raw
+    oid = int(pg.psql("SELECT 'pg_backend_pid'::regproc::oid"))
+    c = RawClient(gateway.port)
+    try:
+        c.login("olive", tokens("olive", ["owners"]))  # owners allow 'unknown'
+        c.send(_function_call(oid))
+        msgs = c.until(ReadyForQuery)
+    finally:
+        c.close()
+    reply = next(m for m in msgs if isinstance(m, Raw) and m.kind == b"V")
+    assert int(reply.data[4:]) == c.key.process_id
+
+
+def test_function_call_fastpath_refused_as_unknown(raw_analyst, pg):
+    oid = int(pg.psql("SELECT 'pg_terminate_backend'::regproc::oid"))
+    raw_analyst.send(_function_call(oid))
+    msgs = raw_analyst.until(ReadyForQuery)
+    err = next(m for m in msgs if isinstance(m, ErrorResponse))
+    assert err.sqlstate == "42501" and "unknown" in err.message
