@@ -238,6 +238,3 @@ class Guard:
         if self.masker is None:
             return replacement
         return self.masker.on_backend(kind, framer, start, end, replacement)
-
-    async def before_send(self, data: bytes) -> None:
-        return None

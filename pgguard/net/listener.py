@@ -14,9 +14,8 @@ import trio
 from .. import config as config_mod
 from .. import policy
 from ..credentials import Credentials
-from ..errors import ConfigError, GatewayError
+from ..errors import ConfigError
 from ..identity import TokenVerifier
-from . import backend
 from .guard import Guard
 from .session import ClientSession
 
@@ -56,7 +55,6 @@ class Gateway:
         self.port: int | None = None
         # Several worker processes share the port (pgguard serve --workers N).
         self.reuse_port = os.environ.get("PGGUARD_REUSE_PORT") == "1"
-        self._nursery: trio.Nursery | None = None
         self._limit = trio.CapacityLimiter(cfg.listen.max_clients)
 
     # --- policy -------------------------------------------------------------------
@@ -108,9 +106,6 @@ class Gateway:
         from .recording import SessionTap
         return SessionTap(self.recorder, session)
 
-    def watch_lease(self, session: ClientSession) -> None:
-        return None
-
     async def session_ended(self, session: ClientSession) -> None:
         log.info("event=session_end session=%s user=%s reason=%r bytes_in=%d bytes_out=%d",
                  session.session_id, session.user, session.end_reason, session.bytes_in,
@@ -156,8 +151,7 @@ class Gateway:
         log.info("event=listening host=%s port=%d tls=%s", cfg.host, self.port,
                  self.server_ssl is not None)
         async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            if hasattr(signal, "SIGHUP") and trio.lowlevel.current_root_task() is not None:
+            if hasattr(signal, "SIGHUP"):
                 nursery.start_soon(self._watch_sighup)
             if self.approvals is not None:
                 await self.approvals.start()
@@ -208,11 +202,3 @@ async def _reuse_port_listener(host: str, port: int) -> trio.SocketListener:
     await sock.bind(addr)
     sock.listen(1024)
     return trio.SocketListener(sock)
-
-
-async def run_gateway(cfg: config_mod.Config, task_status=trio.TASK_STATUS_IGNORED) -> None:
-    gateway = Gateway(cfg)
-    await gateway.serve(task_status=task_status)
-
-
-__all__ = ["Gateway", "run_gateway", "GatewayError", "backend"]

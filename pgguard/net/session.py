@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ..errors import (
+    CredentialsExpired,
     GatewayError,
     NotPermitted,
     PolicyDenied,
@@ -186,8 +187,6 @@ class ClientSession:
         # Errors the backend pump must replace, in order: (marker, replacement bytes).
         self.rewrites: deque[tuple[bytes, bytes]] = deque()
         self.end_reason = "client closed"
-        self.cancel_scope: trio.CancelScope | None = None
-        self.hold: trio.CancelScope | None = None
         self.state = "startup"
         self.tap = None  # the session's recorder tap (net/recording.py) when recording is on
 
@@ -362,8 +361,7 @@ class ClientSession:
             if name in ("user", "database") or name.startswith("_pq_."):
                 continue
             if name in REFUSED_PARAMS:
-                raise PolicyDenied(f"pgguard: startup parameter {name!r} is not allowed",
-                                   ) from None
+                raise PolicyDenied(f"pgguard: startup parameter {name!r} is not allowed")
             if name == "options":
                 out[name] = _check_options(value)
             elif name in FORWARDED_PARAMS:
@@ -393,7 +391,6 @@ class ClientSession:
             log.warning("event=upstream_login_refused session=%s connection=%s sqlstate=%s",
                         self.session_id, conn.name, exc.fields.get("C"))
             raise
-        self.gateway.watch_lease(self)
         guard.standard_strings = self.link.parameters.get("standard_conforming_strings",
                                                           "on") == "on"
         if guard.observes_results:
@@ -413,7 +410,6 @@ class ClientSession:
         source = self.gateway.credentials.source_for(self.lease.role)
         try:
             async with trio.open_nursery() as nursery:
-                self.cancel_scope = nursery.cancel_scope
                 nursery.start_soon(self._pump_frontend, nursery.cancel_scope)
                 nursery.start_soon(self._pump_backend, nursery.cancel_scope)
                 nursery.start_soon(self._watch_lease, source, nursery.cancel_scope)
@@ -426,7 +422,6 @@ class ClientSession:
             n.start_soon(source.keep_alive, self.lease)
             await self.lease.expired.wait()
             n.cancel_scope.cancel()
-        from ..errors import CredentialsExpired
         self.end_reason = "credentials expired"
         await self.send_error(CredentialsExpired("pgguard: credentials expired"))
         scope.cancel()
@@ -548,8 +543,6 @@ class ClientSession:
                     out.put(replacement)
             data = out.take()
             if data:
-                if observe:
-                    await guard.before_send(data)
                 if self.tap is not None:
                     await self.tap.to_client(data)
                 await self.send_client(data)
