@@ -116,14 +116,19 @@ def md5_password(user: str, password: str, salt: bytes) -> bytes:
     return b"md5" + hashlib.md5(inner.encode() + salt).hexdigest().encode() + b"\0"
 
 
-async def _receive(stream: trio.abc.Stream, framer: Framer):
+async def receive_message(stream: trio.abc.Stream, framer: Framer):
+    """The next whole message from the database, before the pumps run (login, catalog).
+
+    Raises:
+        ConnectionFailure: the database closed the connection.
+    """
     while True:
         msg = framer.next_message()
         if msg is not NEED_DATA:
             return msg
         data = await stream.receive_some(RECEIVE_SIZE)
         if not data:
-            raise ConnectionFailure("the database closed the connection during login")
+            raise ConnectionFailure("pgguard: the database closed the connection")
         framer.feed(data)
 
 
@@ -155,7 +160,7 @@ async def _login(stream, tls, conn, user, password, params, max_size) -> Backend
     parameters: dict[str, str] = {}
     relayed: list[bytes] = []
     while True:
-        msg = await _receive(stream, framer)
+        msg = await receive_message(stream, framer)
         if isinstance(msg, Authentication):
             if msg.code == AUTH_OK:
                 continue

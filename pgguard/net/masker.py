@@ -38,7 +38,18 @@ from ..masking import CATALOG_QUERY, MaskPlan, Refusal, SessionMasking, SqlCatal
 from ..masking.rewrite import RowMasker, python_encoding
 from ..masking.rules import Mask, load_hash_key
 from ..wire import codec
-from ..wire.messages import Bind, Close, Describe, Execute, Parse, Query
+from ..wire.messages import (
+    Bind,
+    Close,
+    DataRow,
+    Describe,
+    ErrorResponse,
+    Execute,
+    Parse,
+    Query,
+    ReadyForQuery,
+)
+from .backend import receive_message
 
 if TYPE_CHECKING:
     from ..config import ConnectionConfig
@@ -54,7 +65,6 @@ _NULL = b"\xff\xff\xff\xff"
 CATALOG_TTL_S = 30.0          # a new session reuses a catalog loaded this recently
 SYNC_WAIT_S = 30.0            # how long a catalog reload waits for in-flight results
 CATALOG_QUERY_TIMEOUT_S = 15.0
-RECEIVE_SIZE = 65536
 
 FAIL_CLOSED = "unproven: catalog out of date"
 
@@ -154,25 +164,15 @@ async def fetch_catalog(link: BackendLink, encoding: str) -> SqlCatalog:
         ConnectionFailure: the query failed or the database closed the connection.
     """
     await link.stream.send_all(codec.query(CATALOG_QUERY))
-    framer = link.framer
     rows = []
     error: str | None = None
     with trio.fail_after(CATALOG_QUERY_TIMEOUT_S):
-        while True:
-            frame = framer.next_frame()
-            if frame is None:
-                data = await link.stream.receive_some(RECEIVE_SIZE)
-                if not data:
-                    raise ConnectionFailure("pgguard: the database closed the connection")
-                framer.feed(data)
-                continue
-            kind, start, end = frame
-            if kind == b"D":
-                rows.append(_decode_row(framer.decode(kind, start, end).values, encoding))
-            elif kind == b"E":
-                error = framer.decode(kind, start, end).fields.get("C", "")
-            elif kind == b"Z":
-                break
+        while not isinstance(msg := await receive_message(link.stream, link.framer),
+                             ReadyForQuery):
+            if isinstance(msg, DataRow):
+                rows.append(_decode_row(msg.values, encoding))
+            elif isinstance(msg, ErrorResponse):
+                error = msg.sqlstate
     if error is not None:
         log.error("event=masking_catalog_failed sqlstate=%s", error)
         raise ConnectionFailure("pgguard: masking: cannot read the database catalog")
