@@ -134,6 +134,16 @@ class SessionMasking:
             of their cursor or prepared statement), or a :class:`Refusal` for the whole
             text (SQLSTATE 42501).
         """
+        plans = self.peek(sql)
+        if isinstance(plans, Refusal):
+            log.info("masking.refused reason=%s", plans.reason)
+            return plans
+        return [self._track(p) for p in plans]
+
+    def peek(self, sql: str) -> list[MaskPlan] | Refusal:
+        """The plans of *sql* as :meth:`plan` computes them (cached), without recording
+        its DECLARE/PREPARE/CLOSE/DEALLOCATE: for a look before the statement is sent,
+        which policy may still refuse."""
         plans = self._cache.get(sql)
         if plans is None:
             plans = self._planner.plan_sql(sql)
@@ -143,10 +153,7 @@ class SessionMasking:
                     self._cache.popitem(last=False)
         else:
             self._cache.move_to_end(sql)
-        if isinstance(plans, Refusal):
-            log.info("masking.refused reason=%s", plans.reason)
-            return plans
-        return [self._track(p) for p in plans]
+        return plans
 
     def plan_result(self, sql: str) -> MaskPlan | Refusal:
         """Plan a single-statement text (the last statement's plan if several)."""

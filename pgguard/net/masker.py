@@ -366,7 +366,7 @@ class ResultMasker:
             return True
         if not isinstance(msg, Query | Parse):
             return False
-        plans = self.m.plan(msg.sql)
+        plans = self.m.peek(msg.sql)
         if isinstance(plans, Refusal):
             return False
         unknown = {n for p in plans for n in p.unknown_relations} - self.tried_unknown
