@@ -57,6 +57,9 @@ class Guard:
         self._held: trio.CancelScope | None = None
         self.prepared: dict[str, policy.Classification] = {}
         self.standard_strings = True
+        # The policy's decision on the statement last passed to check(), allowed ones
+        # included (check() returns no verdict for those): the recorder reads it.
+        self.last_decision: policy.Decision | None = None
         self._withdrawn = False
         # Masking, when configured and the user is not exempt. Only then does the backend
         # pump show this guard every upstream message (observes_results); other sessions
@@ -93,7 +96,7 @@ class Guard:
         else:
             return None
         cls = policy.classify(sql, self.prepared, standard_strings=self.standard_strings)
-        decision = self.policy.decide(self.groups, cls)
+        decision = self.last_decision = self.policy.decide(self.groups, cls)
         masker = self.masker
         if decision.action == "allow":
             if masker is not None and (refusal := masker.plan_statement(sql)) is not None:
@@ -121,7 +124,7 @@ class Guard:
                                     f"fastpath call of function OID {msg.function_oid}",
                                     "", frozenset({"unknown"}))
         cls = policy.Classification((info,), "unknown", frozenset({"unknown"}))
-        decision = self.policy.decide(self.groups, cls)
+        decision = self.last_decision = self.policy.decide(self.groups, cls)
         sql = f"-- FunctionCall oid {msg.function_oid}"
         if self.masker is not None and decision.action != "deny":
             # A fastpath result has no RowDescription to mask by: refuse (fail closed).

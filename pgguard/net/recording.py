@@ -130,12 +130,8 @@ class SessionTap:
         # (a RowDescription answering Describe of a *statement* says text for every column).
         self._bind_formats: tuple[int, ...] = ()
         self._after_param_desc = False
-        # Statement text repeats (drivers re-send the same SQL): cache its scan and, for
-        # allowed statements, its decision (valid while the guard keeps the
-        # same policy and standard_conforming_strings).
+        # Statement text repeats (drivers re-send the same SQL): cache its scan.
         self._scanned: dict[str, str] = {}
-        self._allowed: dict[str, dict[str, Any]] = {}
-        self._allowed_state: tuple[object, bool] | None = None
         self._ended = False
 
     # --- helpers --------------------------------------------------------------------
@@ -193,25 +189,10 @@ class SessionTap:
                 # refusals come with an "allow" from the policy).
                 refusal = verdict.refuse.message
         elif guard is not None:
-            state = (guard.policy, guard.standard_strings)
-            if self._allowed_state != state:
-                self._allowed.clear()  # reloaded, or strings parse otherwise now
-                self._allowed_state = state
-            cached = self._allowed.get(sql)
-            if cached is not None and cached["protocol"] == protocol:
-                return dict(cached)
-            # The guard lets allowed statements through without a verdict; ask the
-            # policy again (the classification is cached) for the category and reason.
-            cls = policy.classify(sql, guard.prepared, standard_strings=guard.standard_strings)
-            decision = guard.policy.decide(guard.groups, cls)
+            # An allowed statement has no verdict: the guard kept the decision it just
+            # made for it (the pump records right after the check).
+            decision = guard.last_decision
             refused = False
-            # EXECUTE depends on the session's PREPAREs; huge texts are not kept.
-            if not cls.has_execute and len(sql) <= policy.CACHE_MAX_TEXT:
-                fields = self._fields(sql, protocol, decision, refused, None)
-                if len(self._allowed) >= _CACHE_ENTRIES:
-                    self._allowed.clear()
-                self._allowed[sql] = fields
-                return dict(fields)
         else:
             decision = None
             refused = False
