@@ -37,7 +37,7 @@ from ..wire.messages import (
     StartupMessage,
 )
 from ..wire.parser import NEED_DATA, Framer, StartupFramer
-from ..wire.state import ALLOWED, Phase
+from ..wire.state import ALLOWED, Phase, expect
 from . import backend
 from .fastio import FastIO
 from .guard import Guard, Verdict
@@ -345,8 +345,7 @@ class ClientSession:
             frame = self.client_framer.next_frame()
             if frame is not None:
                 kind, start, end = frame
-                if kind != b"p":
-                    raise ProtocolViolation("expected a password message")
+                expect(Phase.AUTHENTICATING, kind[0])
                 msg = self.client_framer.decode(kind, start, end)
                 assert isinstance(msg, PasswordMessage)
                 return msg
@@ -442,7 +441,7 @@ class ClientSession:
                 kind, start, end = frame
                 k = kind[0]
                 if k not in READY_KINDS:
-                    raise ProtocolViolation(f"unexpected message type {kind!r}")
+                    expect(Phase.READY, k)  # raises ProtocolViolation
                 replacement: bytes | None = None
                 if skipping:
                     if k in SKIPPED_AFTER_ERROR:

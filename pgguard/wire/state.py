@@ -12,20 +12,16 @@ from ..errors import ProtocolViolation
 
 
 class Phase(Enum):
-    STARTUP = "startup"            # untyped packets: SSLRequest, GSSENCRequest, Startup, Cancel
     AUTHENTICATING = "auth"        # waiting for the client's PasswordMessage ('p')
-    READY = "ready"                # regular frontend messages
-    COPY_IN = "copy_in"            # CopyData / CopyDone / CopyFail from the client, plus Sync/Flush
-    CLOSED = "closed"
+    READY = "ready"                # regular frontend messages, COPY data included
 
-
-FRONTEND_KINDS = frozenset(b"QPBDECSHXFdcfp")
 
 ALLOWED: dict[Phase, frozenset[int]] = {
     Phase.AUTHENTICATING: frozenset(b"p"),
     # 'p' after authentication would be a second password: PostgreSQL rejects it too.
+    # CopyData/CopyDone/CopyFail are admitted outside COPY too: PostgreSQL ignores them
+    # there, and drivers send them after a COPY ended in an error.
     Phase.READY: frozenset(b"QPBDECSHXFdcf"),
-    Phase.COPY_IN: frozenset(b"dcfSHX"),
 }
 
 
@@ -35,7 +31,6 @@ def expect(phase: Phase, kind: int) -> None:
     Raises:
         ProtocolViolation: the message is out of place (the connection is closed).
     """
-    allowed = ALLOWED.get(phase)
-    if allowed is None or kind not in allowed:
+    if kind not in ALLOWED[phase]:
         shown = chr(kind) if 32 <= kind < 127 else f"0x{kind:02x}"
         raise ProtocolViolation(f"unexpected message type '{shown}' in phase {phase.value}")
