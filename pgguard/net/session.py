@@ -19,6 +19,7 @@ import trio
 from ..errors import (
     CredentialsExpired,
     GatewayError,
+    InternalError,
     NotPermitted,
     PolicyDenied,
     ProtocolViolation,
@@ -245,7 +246,7 @@ class ClientSession:
         except Exception:
             self.end_reason = "internal error"
             log.exception("event=session_crash session=%s", self.session_id)
-            await self.send_error(GatewayError("pgguard: internal error"))
+            await self.send_error(InternalError("pgguard: internal error"))
         finally:
             with trio.move_on_after(5) as cleanup:
                 cleanup.shield = True

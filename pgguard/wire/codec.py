@@ -394,16 +394,6 @@ def decode_backend(kind: bytes, buf, start: int, end: int) -> Message:
     return decode(kind, buf, start, end, BACKEND_DECODERS)
 
 
-def parse_message(data: bytes, backend: bool) -> Message:
-    """Decode one whole message given as bytes (header included)."""
-    if len(data) < 5:
-        raise ProtocolError("message shorter than its header")
-    kind, size = HEADER.unpack_from(data, 0)
-    if size + 1 != len(data):
-        raise ProtocolError("length word does not match the message")
-    return (decode_backend if backend else decode_frontend)(kind, data, 0, len(data))
-
-
 # --- encoders ---------------------------------------------------------------------------
 
 def _cstr(s: str) -> bytes:
