@@ -86,7 +86,7 @@ def serve_config(cfg) -> int:
 
 
 def _serve_workers(args, cfg) -> int:
-    """N worker processes sharing the port with SO_REUSEPORT (trio sets it per listener)."""
+    """N worker processes sharing the port with SO_REUSEPORT (set by each worker's listener)."""
     import signal
     import subprocess
     env = dict(os.environ, PGGUARD_REUSE_PORT="1")
