@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop after this many seconds (default: until Ctrl-C)")
     p.set_defaults(func=cmd_demo)
 
-    for module in ("audit", "prompt"):
+    for module in ("audit", "admin.prompt"):
         try:
             mod = __import__(f"pgguard.{module}", fromlist=["add_cli"])
         except ImportError:

@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from pgguard.prompt import (
+from pgguard.admin.prompt import (
     Style,
     UsageError,
     add_cli,

@@ -13,6 +13,8 @@ import trio
 
 from .. import config as config_mod
 from .. import policy
+from ..admin.console import run_admin_console
+from ..approvals import Approvals
 from ..credentials import Credentials
 from ..errors import ConfigError
 from ..identity import TokenVerifier
@@ -120,8 +122,9 @@ class Gateway:
         await session.cancel_request()
 
     async def run_admin(self, session: ClientSession) -> None:
-        from .admin import run_admin_console
-        await run_admin_console(self, session)
+        session.state = "admin"
+        link = _ConsoleLink(self, session)
+        await run_admin_console(link, link)
 
     # --- serving ------------------------------------------------------------------
 
@@ -191,6 +194,42 @@ class Gateway:
         except RuntimeError:
             # Not in the main thread (tests run gateways in threads): no signal handling.
             return
+
+
+class _ConsoleLink:
+    """The admin console's Channel and ConsoleContext over one session and its gateway."""
+
+    def __init__(self, gateway: Gateway, session: ClientSession):
+        assert session.identity is not None
+        self.identity = session.identity
+        self.secret_key = session.secret_key
+        self.framer = session.client_framer
+        self._gateway = gateway
+        self._session = session
+
+    @property
+    def approvals(self) -> Approvals | None:
+        return self._gateway.approvals
+
+    async def receive(self) -> bytes:
+        return await self._session.receive_client()
+
+    async def send(self, data: bytes) -> None:
+        await self._session.send_client(data)
+
+    def sessions(self) -> list[dict[str, object]]:
+        out: list[dict[str, object]] = []
+        for s in list(self._gateway.all_sessions):
+            if s.state != "active":
+                continue
+            out.append({
+                "id": s.session_id, "user": s.user,
+                "groups": ",".join(s.identity.groups) if s.identity else "",
+                "connection": s.database, "client": s.peer, "started_at": s.started,
+                "state": "idle" if s.txn_status == "I" else
+                         ("in transaction" if s.txn_status == "T" else "failed transaction"),
+            })
+        return out
 
 
 async def _reuse_port_listener(host: str, port: int) -> trio.SocketListener:

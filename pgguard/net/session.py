@@ -275,10 +275,14 @@ class ClientSession:
 
     # --- startup ------------------------------------------------------------------
 
-    async def _receive_client(self) -> bytes:
+    async def receive_client(self) -> bytes:
+        """The next bytes from the client (``b""`` at end of stream), counted in bytes_in."""
         data = await self.client_io.receive(RECEIVE_SIZE)
         self.bytes_in += len(data)
         return data
+
+    # The name the session's own pumps use; an alias, so the hot path gains no await.
+    _receive_client = receive_client
 
     async def _startup(self) -> StartupMessage | None:
         framer = StartupFramer(self.cfg.listen.max_startup_size)

@@ -22,7 +22,7 @@ import unicodedata
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from .admin import quote_literal
+from .commands import quote_literal
 
 ADMIN_DB = "pgguard"
 DEFAULT_INTERVAL_S = 2.0
@@ -391,7 +391,7 @@ def add_cli(subparsers: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m pgguard.prompt``: the same as ``pgguard approvals``."""
+    """``python -m pgguard.admin.prompt``: the same as ``pgguard approvals``."""
     parser = argparse.ArgumentParser(prog="pgguard")
     sub = parser.add_subparsers(dest="command", required=True)
     add_cli(sub)

@@ -1,8 +1,8 @@
 """The admin console's commands: parsing and running them, without any I/O of its own.
 
 The console is the database name ``pgguard`` on the gateway. The gateway authenticates
-the approver with their own OIDC token, hands each simple-query string to :func:`parse`
-and the result to :func:`execute`, and encodes the :class:`AdminResult` as
+the approver with their own OIDC token; :mod:`.console` hands each query string to
+:func:`parse` and the result to :func:`execute`, and encodes the :class:`AdminResult` as
 RowDescription / DataRow / CommandComplete (or EmptyQueryResponse when the command tag is
 empty). Grammar (case-insensitive, one command per query, optional trailing ``;``)::
 
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from .approvals import (
+from ..approvals import (
     MAX_REASON_CHARS,
     Approvals,
     NotAnApprover,
@@ -33,7 +33,7 @@ from .approvals import (
     UnknownRequest,
     is_approver,
 )
-from .errors import AdminCommandError
+from ..errors import AdminCommandError
 
 MAX_COMMAND_CHARS = 10_000
 MAX_ID = 2**63 - 1

@@ -1,15 +1,21 @@
 """The admin console on the wire: database ``pgguard`` on the gateway.
 
-Commands are parsed and run by :mod:`pgguard.admin`; this module only speaks the
-protocol, simple and extended, so psql, psycopg (either cursor) and the DBA prompt work.
+Commands are parsed and run by :mod:`.commands`; this module only speaks the protocol,
+simple and extended, so psql, psycopg (either cursor) and the DBA prompt work. It meets
+the gateway through two small Protocols, :class:`Channel` (bytes in and out, and the
+framer the session already fed) and :class:`ConsoleContext` (who is connected and the
+few services the commands need), so it knows nothing of sessions or sockets and runs in
+unit tests over an in-memory channel.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping
+from typing import Protocol
 
-from .. import __version__, admin
+from .. import __version__
+from ..approvals import Approvals
 from ..errors import AdminCommandError, FeatureNotSupported, GatewayError
 from ..wire import codec
 from ..wire.messages import (
@@ -18,17 +24,66 @@ from ..wire.messages import (
     Describe,
     Execute,
     Flush,
+    Message,
     Parse,
     Query,
     Sync,
     Terminate,
 )
-
-if TYPE_CHECKING:
-    from .listener import Gateway
-    from .session import ClientSession
+from .commands import AdminResult, Identity, execute
 
 log = logging.getLogger(__name__)
+
+
+class Frames(Protocol):
+    """Splits the client's byte stream into frames (the session's :class:`Framer`)."""
+
+    def feed(self, data: bytes) -> None: ...
+
+    def next_frame(self) -> tuple[bytes, int, int] | None: ...
+
+    def decode(self, kind: bytes, start: int, end: int) -> Message: ...
+
+
+class Channel(Protocol):
+    """The console's connection to its client."""
+
+    @property
+    def framer(self) -> Frames:
+        """Where client frames come from; it may already hold bytes read during startup."""
+        ...
+
+    async def receive(self) -> bytes:
+        """The next bytes from the client; ``b""`` at end of stream."""
+        ...
+
+    async def send(self, data: bytes) -> None:
+        """Send *data* to the client, whole."""
+        ...
+
+
+class ConsoleContext(Protocol):
+    """What the console needs from the gateway, and nothing more."""
+
+    @property
+    def identity(self) -> Identity:
+        """The authenticated console user."""
+        ...
+
+    @property
+    def approvals(self) -> Approvals | None:
+        """The approvals service, or None when approvals are not configured."""
+        ...
+
+    @property
+    def secret_key(self) -> int:
+        """The key sent in BackendKeyData."""
+        ...
+
+    def sessions(self) -> Iterable[Mapping[str, object]]:
+        """One mapping per live client session (see ``commands.SESSION_COLUMNS``)."""
+        ...
+
 
 PARAMETERS = (
     ("server_version", f"15.0 (pgguard {__version__} admin console)"),
@@ -48,7 +103,7 @@ NO_DATA = codec.message(b"n")
 NO_PARAMETERS = codec.message(b"t", b"\0\0")
 
 
-def _result_bytes(res: admin.AdminResult, describe: bool = True) -> bytes:
+def _result_bytes(res: AdminResult, describe: bool = True) -> bytes:
     if res.command_tag == "":
         return codec.empty_query_response()
     head = codec.text_row_description(res.columns) if (describe and res.columns) else b""
@@ -62,67 +117,58 @@ def _error_bytes(exc: GatewayError) -> bytes:
 
 
 class AdminConsole:
-    """One console connection: reads frames from the session, answers them."""
+    """One console connection: reads frames from the channel, answers them.
 
-    def __init__(self, gateway: Gateway, session: ClientSession):
-        self.gateway = gateway
-        self.session = session
+    Args:
+        channel: the client connection, already authenticated.
+        context: the connected user and the gateway's services.
+    """
+
+    def __init__(self, channel: Channel, context: ConsoleContext):
+        self.channel = channel
+        self.context = context
         self.statements: dict[str, str] = {}
         self.portals: dict[str, str] = {}
-        self.results: dict[str, admin.AdminResult] = {}
+        self.results: dict[str, AdminResult] = {}
         self.skipping = False
 
-    def _sessions(self) -> list[dict]:
-        out = []
-        for s in list(self.gateway.all_sessions):
-            if s.state != "active":
-                continue
-            out.append({
-                "id": s.session_id, "user": s.user,
-                "groups": ",".join(s.identity.groups) if s.identity else "",
-                "connection": s.database, "client": s.peer, "started_at": s.started,
-                "state": "idle" if s.txn_status == "I" else
-                         ("in transaction" if s.txn_status == "T" else "failed transaction"),
-            })
-        return out
-
-    async def _run(self, sql: str) -> admin.AdminResult:
-        if self.gateway.approvals is None:
+    async def _run(self, sql: str) -> AdminResult:
+        approvals = self.context.approvals
+        if approvals is None:
             raise FeatureNotSupported(
                 "pgguard: approvals are not configured on this gateway "
                 "([approvals] approver_groups)")
-        assert self.session.identity is not None
-        result = await admin.execute(sql, self.session.identity, self.gateway.approvals,
-                                     self._sessions)
-        log.info("event=admin_command user=%s tag=%s", self.session.user, result.command_tag)
+        identity = self.context.identity
+        result = await execute(sql, identity, approvals, self.context.sessions)
+        log.info("event=admin_command user=%s tag=%s", identity.user, result.command_tag)
         return result
 
     async def serve(self) -> None:
-        session = self.session
+        """Greet the client, then answer its messages until Terminate or end of stream."""
+        channel = self.channel
         greeting = [codec.authentication(0)]
         greeting += [codec.parameter_status(k, v) for k, v in PARAMETERS]
-        greeting.append(codec.backend_key_data(0, session.secret_key))
+        greeting.append(codec.backend_key_data(0, self.context.secret_key))
         greeting.append(codec.ready_for_query("I"))
-        await session.send_client(b"".join(greeting))
-        session.state = "admin"
-        framer = session.client_framer
+        await channel.send(b"".join(greeting))
+        framer = channel.framer
         while True:
             out: list[bytes] = []
             while (frame := framer.next_frame()) is not None:
                 msg = framer.decode(*frame)
                 if isinstance(msg, Terminate):
                     if out:
-                        await session.send_client(b"".join(out))
+                        await channel.send(b"".join(out))
                     return
                 out.append(await self._handle(msg))
             if out:
-                await session.send_client(b"".join(out))
-            data = await session._receive_client()
+                await channel.send(b"".join(out))
+            data = await channel.receive()
             if not data:
                 return
             framer.feed(data)
 
-    async def _handle(self, msg) -> bytes:
+    async def _handle(self, msg: Message) -> bytes:
         if isinstance(msg, Query):
             try:
                 res = await self._run(msg.sql)
@@ -145,7 +191,7 @@ class AdminConsole:
             self.skipping = True
             return _error_bytes(exc)
 
-    async def _extended(self, msg) -> bytes:
+    async def _extended(self, msg: Message) -> bytes:
         if isinstance(msg, Parse):
             self.statements[msg.name] = msg.sql
             return PARSE_COMPLETE
@@ -175,7 +221,7 @@ class AdminConsole:
             return CLOSE_COMPLETE
         raise AdminCommandError("pgguard: message not supported by the admin console")
 
-    async def _portal_result(self, portal: str) -> admin.AdminResult:
+    async def _portal_result(self, portal: str) -> AdminResult:
         if portal not in self.portals:
             raise AdminCommandError(f"pgguard: unknown portal {portal!r}")
         if portal not in self.results:
@@ -183,6 +229,6 @@ class AdminConsole:
         return self.results[portal]
 
 
-async def run_admin_console(gateway: Gateway, session: ClientSession) -> None:
-    """Serve the admin console to an authenticated *session* until it ends."""
-    await AdminConsole(gateway, session).serve()
+async def run_admin_console(channel: Channel, context: ConsoleContext) -> None:
+    """Serve the admin console over an authenticated *channel* until it ends."""
+    await AdminConsole(channel, context).serve()
