@@ -213,8 +213,8 @@ class AdminConsole:
                 return codec.text_row_description(res.columns)
             return NO_DATA
         if isinstance(msg, Execute):
-            res = await self._portal_result(msg.name)
-            self.results.pop(msg.name, None)
+            res = await self._portal_result(msg.portal)
+            self.results.pop(msg.portal, None)
             return _result_bytes(res, describe=False)
         if isinstance(msg, Close):
             (self.statements if msg.target == "S" else self.portals).pop(msg.name, None)
