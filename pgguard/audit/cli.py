@@ -17,6 +17,7 @@ from .export import export, replay
 from .format import AuditError, load_key
 from .verify import verify
 
+#: A command handler: the parsed arguments in, the exit code out.
 Command = Callable[[argparse.Namespace], int]
 
 
