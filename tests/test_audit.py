@@ -22,6 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pgguard import audit
+from pgguard.audit import format as audit_format
+from pgguard.audit import writer as audit_writer
 from pgguard.config import RecordingConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -205,7 +207,7 @@ async def test_record_rejects_bad_input_and_closed_recorder(tmp_path, keyfile):
 
 
 async def test_second_recorder_for_same_instance_is_refused(tmp_path, keyfile, monkeypatch):
-    monkeypatch.setattr(audit, "_LOCK_WAIT_S", 0.2)
+    monkeypatch.setattr(audit_writer, "_LOCK_WAIT_S", 0.2)
     cfg = make_cfg(tmp_path, keyfile)
     first = audit.Recorder(cfg, "gw1")
     async with trio.open_nursery() as nursery:
@@ -345,9 +347,10 @@ async def test_inserting_a_forged_record_is_detected(one_segment_log):
     records = list(msgpack.Unpacker(open(seg, "rb"), raw=False))
     # A forger without the key: a well-formed record with the right seq, renumbering the
     # ones after it, and a MAC made with a guessed key over the right chain input.
-    forged, _ = audit._encode(audit._new_packer(), audit._mac_proto(b"guess"),
-                              records[5]["mac"], 6, time.time(), records[6]["session"],
-                              "result", msgpack.packb({"rows": [["nothing to see"]]}))
+    forged, _ = audit_format.encode_record(
+        audit_format.new_packer(), audit_format.mac_proto(b"guess"), records[5]["mac"], 6,
+        time.time(), records[6]["session"], "result",
+        msgpack.packb({"rows": [["nothing to see"]]}))
     tail = b""
     for i in range(6, len(records)):
         rec = records[i]
@@ -586,13 +589,13 @@ async def test_recovery_keeps_complete_records_even_if_tampered(one_segment_log)
 
 async def test_backpressure_never_drops(tmp_path, keyfile, caplog, monkeypatch):
     cfg = make_cfg(tmp_path, keyfile, queue_size=3)
-    real = audit._SegmentWriter.write_batch
+    real = audit_writer.SegmentWriter.write_batch
 
     def slow(self, items, sync=False, rotate=False):
         time.sleep(0.002)
         return real(self, items, sync, rotate)
 
-    monkeypatch.setattr(audit._SegmentWriter, "write_batch", slow)
+    monkeypatch.setattr(audit_writer.SegmentWriter, "write_batch", slow)
     rec = audit.Recorder(cfg, "gw1")
     high = 0
 
@@ -625,7 +628,7 @@ async def test_backpressure_never_drops(tmp_path, keyfile, caplog, monkeypatch):
 
 async def test_write_errors_are_retried_without_loss(tmp_path, keyfile, monkeypatch):
     cfg = make_cfg(tmp_path, keyfile)
-    real_write = audit._write_all
+    real_write = audit_writer._write_all
     failures = {"left": 3}
 
     def flaky(fd, data):
@@ -639,7 +642,7 @@ async def test_write_errors_are_retried_without_loss(tmp_path, keyfile, monkeypa
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
             await nursery.start(rec.run)
-            monkeypatch.setattr(audit, "_write_all", flaky)
+            monkeypatch.setattr(audit_writer, "_write_all", flaky)
             sids = [await record_session(rec, *u) for u in USERS]
             await rec.flush()
             assert failures["left"] == 0
