@@ -13,7 +13,7 @@ import trio
 
 from .. import config as config_mod
 from .. import policy
-from ..credentials import Credentials
+from ..credentials import build_credentials
 from ..errors import ConfigError
 from ..identity import TokenVerifier
 from .guard import Guard
@@ -46,7 +46,7 @@ class Gateway:
             f"-w{worker}" if worker else "")
         self.server_ssl = server_ssl_context(cfg)
         self.verifier = TokenVerifier(cfg.identity)
-        self.credentials = Credentials(cfg)
+        self.credentials = build_credentials(cfg)
         self.policies = {c.name: policy.Policy(c) for c in cfg.connections}
         self.sessions: dict[tuple[int, int], ClientSession] = {}
         self.all_sessions: set[ClientSession] = set()
