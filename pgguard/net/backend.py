@@ -137,7 +137,10 @@ async def connect(conn: ConnectionConfig, user: str, password: str, params: dict
             raise
 
 
-async def _login(stream, tls, conn, user, password, params, max_size) -> BackendLink:
+async def _login(stream: trio.abc.Stream, tls: bool, conn: ConnectionConfig, user: str,
+                 password: str, params: dict[str, str], max_size: int) -> BackendLink:
+    """Send the StartupMessage, answer the server's authentication requests (the exchanges
+    are :mod:`pgguard.wire.auth`) and collect the startup messages until ReadyForQuery."""
     startup = dict(params)
     startup["user"] = user
     startup["database"] = conn.database
