@@ -11,8 +11,8 @@ The same queries as an exempt user return clear values.
 from __future__ import annotations
 
 import base64
-import os
 import re
+from importlib import resources
 from typing import Any
 
 import psycopg
@@ -23,7 +23,7 @@ from pgguard.net.masker import attach_masking
 
 pytestmark = pytest.mark.usefixtures("app_db")
 
-FIXTURE = os.path.join(os.path.dirname(__file__), "..", "fixtures", "pii_schema.sql")
+FIXTURE = str(resources.files("pgguard").joinpath("demo_data/pii_schema.sql"))
 DBNAME = "pgguard_masking_e2e"
 CONN = "pii"
 EXEMPT = "privacy-officers"
@@ -59,7 +59,7 @@ def _owner_dsn(pg) -> str:
 
 @pytest.fixture(scope="module")
 def pii_db(pg, app_db):
-    """fixtures/pii_schema.sql in its own database, owned by the gateway's login role."""
+    """pgguard/demo_data/pii_schema.sql in its own database, owned by the gateway's login role."""
     with psycopg.connect(pg.dsn(), autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {DBNAME} WITH (FORCE)")
         conn.execute(f"CREATE DATABASE {DBNAME} OWNER {APP_USER}")

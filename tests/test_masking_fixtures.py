@@ -1,10 +1,10 @@
 """Shared fixtures of the masking unit tests (imported by the other test_masking_* files),
-and checks of fixtures/pii_schema.sql itself."""
+and checks of pgguard/demo_data/pii_schema.sql itself."""
 
 from __future__ import annotations
 
-import os
 import re
+from importlib import resources
 
 import psycopg
 import pytest
@@ -13,7 +13,7 @@ from pgguard.config import MaskingConfig, MaskRule
 from pgguard.masking import CATALOG_QUERY, SessionMasking, SqlCatalog
 from pgguard.masking.detectors import iban_ok, luhn_ok
 
-FIXTURE = os.path.join(os.path.dirname(__file__), "..", "fixtures", "pii_schema.sql")
+FIXTURE = str(resources.files("pgguard").joinpath("demo_data/pii_schema.sql"))
 DBNAME = "pgguard_masking_unit"
 
 RULES = (
@@ -31,7 +31,7 @@ _CATALOGS: dict[str, SqlCatalog] = {}
 
 
 def make_pii_db(pg) -> str:
-    """Create (once per test session) a database holding fixtures/pii_schema.sql plus a few
+    """Create (once per test session) a database holding pgguard/demo_data/pii_schema.sql plus a few
     objects the tests need; return its DSN."""
     if pg.dsn() in _CREATED:
         return _CREATED[pg.dsn()]

@@ -1,4 +1,4 @@
-"""Lineage and plans: every query shape against the catalog of fixtures/pii_schema.sql."""
+"""Lineage and plans: every query shape against the catalog of pgguard/demo_data/pii_schema.sql."""
 
 from __future__ import annotations
 

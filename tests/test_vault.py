@@ -18,7 +18,7 @@ import pytest
 from harness.gateway import APP_DB
 from harness.openbao import BaoServer
 
-from pgguard.vault import VaultCredentials
+from pgguard.credentials.vault import VaultCredentials
 
 MESSAGE = "pgguard: credentials unavailable for appdb"
 GATEWAY_POLICY = "pgguard-gateway"

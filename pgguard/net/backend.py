@@ -1,25 +1,18 @@
-"""The link to PostgreSQL: TCP, TLS per sslmode, and SCRAM-SHA-256 / MD5 / cleartext login."""
+"""The link to PostgreSQL: TCP, TLS per sslmode, and the login (the exchanges are wire.auth)."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import ssl
 from dataclasses import dataclass, field
 
-import scramp
 import trio
 
 from ..config import ConnectionConfig
 from ..errors import ConnectionFailure, GatewayError
 from ..wire import codec
+from ..wire.auth import CLEARTEXT, UpstreamAuth
 from ..wire.messages import (
-    AUTH_CLEARTEXT,
-    AUTH_MD5,
-    AUTH_OK,
-    AUTH_SASL,
-    AUTH_SASL_CONTINUE,
-    AUTH_SASL_FINAL,
     PROTOCOL_3_0,
     Authentication,
     BackendKeyData,
@@ -111,11 +104,6 @@ async def _open(conn: ConnectionConfig) -> tuple[trio.abc.Stream, bool]:
     raise ConnectionFailure(f"the database for {conn.name} answered SSLRequest oddly")
 
 
-def md5_password(user: str, password: str, salt: bytes) -> bytes:
-    inner = hashlib.md5((password + user).encode()).hexdigest()
-    return b"md5" + hashlib.md5(inner.encode() + salt).hexdigest().encode() + b"\0"
-
-
 async def receive_message(stream: trio.abc.Stream, framer: Framer):
     """The next whole message from the database, before the pumps run (login, catalog).
 
@@ -149,51 +137,28 @@ async def connect(conn: ConnectionConfig, user: str, password: str, params: dict
             raise
 
 
-async def _login(stream, tls, conn, user, password, params, max_size) -> BackendLink:
+async def _login(stream: trio.abc.Stream, tls: bool, conn: ConnectionConfig, user: str,
+                 password: str, params: dict[str, str], max_size: int) -> BackendLink:
+    """Send the StartupMessage, answer the server's authentication requests (the exchanges
+    are :mod:`pgguard.wire.auth`) and collect the startup messages until ReadyForQuery."""
     startup = dict(params)
     startup["user"] = user
     startup["database"] = conn.database
     await stream.send_all(codec.encode_startup(StartupMessage(PROTOCOL_3_0, startup)))
     framer = Framer(max_size, backend=True)
-    scram: scramp.ScramClient | None = None
+    auth = UpstreamAuth(user, password)
     pid = key = 0
     parameters: dict[str, str] = {}
     relayed: list[bytes] = []
     while True:
         msg = await receive_message(stream, framer)
         if isinstance(msg, Authentication):
-            if msg.code == AUTH_OK:
-                continue
-            if msg.code == AUTH_CLEARTEXT:
-                if not tls and conn.host not in ("127.0.0.1", "::1", "localhost"):
+            step = auth.step(msg)
+            if step.send:
+                if (auth.method == CLEARTEXT and not tls
+                        and conn.host not in ("127.0.0.1", "::1", "localhost")):
                     log.warning("event=upstream_cleartext_password connection=%s", conn.name)
-                await stream.send_all(codec.password_message(password.encode() + b"\0"))
-            elif msg.code == AUTH_MD5:
-                await stream.send_all(codec.password_message(
-                    md5_password(user, password, msg.data[:4])))
-            elif msg.code == AUTH_SASL:
-                mechs = [m.decode() for m in msg.data.split(b"\0") if m]
-                if "SCRAM-SHA-256" not in mechs:
-                    raise ConnectionFailure(f"the database offers no supported SASL "
-                                            f"mechanism ({', '.join(mechs)})")
-                scram = scramp.ScramClient(["SCRAM-SHA-256"], user, password)
-                first = scram.get_client_first().encode()
-                await stream.send_all(codec.sasl_initial_response("SCRAM-SHA-256", first))
-            elif msg.code == AUTH_SASL_CONTINUE and scram is not None:
-                try:
-                    scram.set_server_first(msg.data.decode())
-                except scramp.ScramException as exc:
-                    raise ConnectionFailure(f"SCRAM with the database failed: {exc}") from None
-                await stream.send_all(codec.password_message(scram.get_client_final().encode()))
-            elif msg.code == AUTH_SASL_FINAL and scram is not None:
-                try:
-                    scram.set_server_final(msg.data.decode())
-                except scramp.ScramException:
-                    raise ConnectionFailure(
-                        "the database failed to prove it knows the password (SCRAM)") from None
-            else:
-                raise ConnectionFailure(
-                    f"the database asked for an unsupported authentication ({msg.code})")
+                await stream.send_all(step.send)
         elif isinstance(msg, ParameterStatus):
             parameters[msg.name] = msg.value
             relayed.append(codec.parameter_status(msg.name, msg.value))
@@ -208,6 +173,10 @@ async def _login(stream, tls, conn, user, password, params, max_size) -> Backend
             raise UpstreamRefused(f"the database refused the login for {conn.name}: {text}",
                                   msg.fields)
         elif isinstance(msg, ReadyForQuery):
+            if not auth.done:
+                # Never ready before AuthenticationOk: a server skipping it would skip the
+                # SCRAM proof that it knows the password.
+                raise ConnectionFailure("the database ended the login without authenticating")
             return BackendLink(stream, pid, key, parameters, relayed, framer, tls)
         else:
             raise ConnectionFailure("the database sent an unexpected message during login")

@@ -15,7 +15,7 @@ from .. import config as config_mod
 from .. import policy
 from ..admin.console import run_admin_console
 from ..approvals import Approvals
-from ..credentials import Credentials
+from ..credentials import build_credentials
 from ..errors import ConfigError
 from ..identity import TokenVerifier
 from .guard import Guard
@@ -48,7 +48,7 @@ class Gateway:
             f"-w{worker}" if worker else "")
         self.server_ssl = server_ssl_context(cfg)
         self.verifier = TokenVerifier(cfg.identity)
-        self.credentials = Credentials(cfg)
+        self.credentials = build_credentials(cfg)
         self.policies = {c.name: policy.Policy(c) for c in cfg.connections}
         self.sessions: dict[tuple[int, int], ClientSession] = {}
         self.all_sessions: set[ClientSession] = set()

@@ -43,9 +43,9 @@ import hvac.exceptions
 import requests
 import trio
 
-from .config import ConnectionConfig, VaultConfig
-from .credentials import Lease
-from .errors import CredentialsUnavailable
+from ..config import ConnectionConfig, VaultConfig
+from ..errors import CredentialsUnavailable
+from .lease import Lease
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def _read_secret(path: str, what: str) -> str:
 
 
 class VaultCredentials:
-    """A :class:`~pgguard.credentials.CredentialSource` backed by Vault/OpenBao.
+    """A :class:`~pgguard.credentials.lease.CredentialSource` backed by Vault/OpenBao.
 
     Args:
         cfg: the ``[vault]`` section.
@@ -284,7 +284,7 @@ class VaultCredentials:
         if self._bg_started:
             return
         self._bg_started = True
-        trio.lowlevel.spawn_system_task(self._run_system, name="pgguard.vault.background")
+        trio.lowlevel.spawn_system_task(self._run_system, name="pgguard.credentials.vault.background")
 
     async def _run_system(self) -> None:
         # An exception escaping a system task would crash the whole trio run.
@@ -656,17 +656,6 @@ class VaultCredentials:
         if math.isinf(trio_deadline):
             return None
         return time.time() + (trio_deadline - trio.current_time())
-
-    # --- introspection (admin console, tests) ---------------------------------------
-
-    def cached_leases(self) -> list[tuple[str, str, str, int]]:
-        """(user, vault role, database user, sessions) for each lease under ``reuse="user"``.
-
-        Returns:
-            One tuple per live shared lease, no secrets.
-        """
-        return [(st.key[0], st.key[1], st.username, len(st.leases))
-                for st in self._shared if st.key is not None]
 
 
 def _kind(exc: hvac.exceptions.VaultError) -> str:
