@@ -1,19 +1,23 @@
-"""One parse per statement text: libpg_query's JSON tree, decoded once and cached.
+"""One parse per statement text: libpg_query's JSON tree, parsed once and cached.
 
 ``parse(sql)`` is the one place pgguard calls pglast's parser. It uses
 ``pglast.parser.parse_sql_json`` (the tree is built in C and decoded by orjson or
-:mod:`json`, about twenty times cheaper than pglast's Python AST) and keeps the result in
+:mod:`json`, about twenty times cheaper than pglast's Python AST) and keeps the JSON text in
 one bounded LRU keyed by the exact text, so the policy classification and the masking
 planner of the same statement (and of the same view definition in every session) share
 one parser call. Texts longer than :data:`MAX_CACHED_TEXT` are parsed every time and never
 cached: they are rarely repeated and would evict everything else.
 
+The cache holds JSON text, not decoded trees: a string is one object the garbage collector
+never walks, where thousands of cached trees of dicts made every full collection (and so
+every cold classification) markedly slower, and each decode hands out a tree no other
+caller shares. The last few decoded parses are kept as well, because classification and
+masking ask for the same text one right after the other.
+
 libpg_query always lexes with ``standard_conforming_strings`` on. A parse of a text that
 holds a backslash is only right for a session with the setting on; the caller decides
 (``policy.classify`` refuses such a text before asking for its parse when the session has
 it off), so the cache key is the text alone.
-
-The result is shared: callers must not change the nodes of ``Parsed.statements``.
 """
 
 from __future__ import annotations
@@ -34,11 +38,12 @@ __all__ = ["MAX_CACHED_TEXT", "Parsed", "Statement", "cache_clear", "cache_info"
 
 #: Texts longer than this are parsed but never cached.
 MAX_CACHED_TEXT = 64 * 1024
-#: Bounds of the cache. A decoded tree takes about ten times its JSON text in memory (a
-#: 230-character SELECT: 2.6 kB of JSON, 25 kB of dicts), so the size bound counts JSON
-#: characters: 4 Mi of them is some 40 MB of trees at most.
-CACHE_MAX_ENTRIES = 1024
-CACHE_MAX_COST = 4 * 1024 * 1024
+#: Bounds of the cache of JSON texts; the cost of an entry is its JSON plus its statement
+#: text, in characters (a 230-character SELECT has 2.6 kB of JSON).
+CACHE_MAX_ENTRIES = 4096
+CACHE_MAX_COST = 32 * 1024 * 1024
+#: How many decoded parses are kept for the next caller asking for the same text.
+RECENT_ENTRIES = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,18 +93,28 @@ def _split(sql: str, tree: dict[str, Any]) -> tuple[Statement, ...]:
     return tuple(out)
 
 
-def _parse_uncached(sql: str) -> tuple[Parsed, int]:
-    """The parse of *sql* and its cost for the cache (the JSON length)."""
+def _parse_json(sql: str) -> tuple[str | None, str | None]:
+    """(JSON text, None) of *sql*, or (None, the parser's message)."""
     _STATS.parses += 1
     try:
-        js = _pg.parse_sql_json(sql)
+        return _pg.parse_sql_json(sql), None
+    except Exception as exc:  # noqa: BLE001 - ParseError, encoding errors alike
+        return None, _message(exc)
+
+
+def _message(exc: Exception) -> str:
+    message = getattr(exc, "args", None) and exc.args[0]
+    return message if isinstance(message, str) else type(exc).__name__
+
+
+def _decode(sql: str, js: str | None, error: str | None) -> Parsed:
+    if js is None:
+        return Parsed((), error)
+    try:
         tree = _loads(js)
-    except Exception as exc:  # noqa: BLE001 - ParseError, encoding and recursion errors alike
-        message = getattr(exc, "args", None) and exc.args[0]
-        if not isinstance(message, str):
-            message = type(exc).__name__
-        return Parsed((), message), len(message)
-    return Parsed(_split(sql, tree)), len(js)
+    except Exception as exc:  # noqa: BLE001 - a tree nested too deep to decode
+        return Parsed((), _message(exc))
+    return Parsed(_split(sql, tree))
 
 
 class _Stats:
@@ -118,13 +133,13 @@ class _Cache:
     def __init__(self, max_entries: int, max_cost: int) -> None:
         self.max_entries = max_entries
         self.max_cost = max_cost
-        self._data: OrderedDict[str, tuple[Parsed, int]] = OrderedDict()
+        self._data: OrderedDict[str, tuple[str | None, str | None, int]] = OrderedDict()
         self._cost = 0
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
-    def get(self, key: str) -> Parsed | None:
+    def get(self, key: str) -> tuple[str | None, str | None] | None:
         with self._lock:
             entry = self._data.get(key)
             if entry is None:
@@ -132,17 +147,17 @@ class _Cache:
                 return None
             self._data.move_to_end(key)
             self.hits += 1
-            return entry[0]
+            return entry[0], entry[1]
 
-    def put(self, key: str, value: Parsed, cost: int) -> None:
-        cost += len(key)
+    def put(self, key: str, js: str | None, error: str | None) -> None:
+        cost = len(key) + len(js or error or "")
         with self._lock:
             if key in self._data:
                 return
-            self._data[key] = (value, cost)
+            self._data[key] = (js, error, cost)
             self._cost += cost
             while len(self._data) > self.max_entries or self._cost > self.max_cost:
-                _, (_, old_cost) = self._data.popitem(last=False)
+                _, (_, _, old_cost) = self._data.popitem(last=False)
                 self._cost -= old_cost
 
     def clear(self) -> None:
@@ -150,6 +165,7 @@ class _Cache:
             self._data.clear()
             self._cost = 0
             self.hits = self.misses = 0
+        _RECENT.clear()
 
     def info(self) -> dict[str, int]:
         with self._lock:
@@ -158,6 +174,8 @@ class _Cache:
 
 
 _CACHE = _Cache(CACHE_MAX_ENTRIES, CACHE_MAX_COST)
+# The last decoded parses (a plain dict: a lost race only costs a decode).
+_RECENT: dict[str, Parsed] = {}
 
 
 def parse(sql: str) -> Parsed:
@@ -170,14 +188,21 @@ def parse(sql: str) -> Parsed:
         sql: the query string, as the client sent it (decoded from the client encoding).
 
     Returns:
-        The parse (shared and cached: do not change its nodes).
+        The parse (the last few are shared with the next caller: do not change its nodes).
     """
     if len(sql) > MAX_CACHED_TEXT:
-        return _parse_uncached(sql)[0]
-    parsed = _CACHE.get(sql)
-    if parsed is None:
-        parsed, cost = _parse_uncached(sql)
-        _CACHE.put(sql, parsed, cost)
+        return _decode(sql, *_parse_json(sql))
+    parsed = _RECENT.get(sql)
+    if parsed is not None:
+        return parsed
+    entry = _CACHE.get(sql)
+    if entry is None:
+        entry = _parse_json(sql)
+        _CACHE.put(sql, *entry)
+    parsed = _decode(sql, *entry)
+    if len(_RECENT) >= RECENT_ENTRIES:
+        _RECENT.clear()
+    _RECENT[sql] = parsed
     return parsed
 
 
