@@ -60,6 +60,7 @@ __all__ = ["CopyOptions", "Lin", "MaskPlan", "OutputColumn", "Planner", "Refusal
 
 log = logging.getLogger(__name__)
 
+
 class Planner:
     """Computes lineage and masking plans for statements against one catalog.
 

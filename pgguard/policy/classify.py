@@ -202,6 +202,7 @@ def _walk(root: Any, facts: _Facts, dml: bool = True) -> None:
 # Top-level statements
 # ---------------------------------------------------------------------------------------
 
+
 def _object(objtype: str | None) -> str:
     """``OBJECT_MATVIEW`` -> ``MATERIALIZED VIEW``."""
     if not objtype:
