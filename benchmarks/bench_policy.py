@@ -2,7 +2,8 @@
 
 Run: python benchmarks/bench_policy.py [--n 20000]
 
-Cold uses a distinct text per call (the number in it changes) and an emptied cache, so
+Cold uses a distinct text per call (the number in it changes) and emptied caches
+(classification and the shared parse of pgguard.sql.parse), so
 every call parses and walks; cached repeats one text. Each figure is the best of three
 runs. For reference it also times pglast.parse_sql (Python AST
 objects) and pglast.parser.parse_sql_json alone on the same text.

@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 
 from ..errors import ProtocolViolation
 from .detectors import Detectors
-from .lineage import CopyOptions
+from .plan import CopyOptions
 from .rules import REDACTED, Mask, apply_text, hash_token
 
 Action = Callable[[bytes], bytes | None]
@@ -283,11 +283,6 @@ class RowMasker:
         out.append(bytes(body[last:]))
         return b"".join(out)
 
-    def mask_values(self, values: Sequence[bytes | None]) -> list[bytes | None]:
-        """Apply the actions to already split values (for the audit recorder)."""
-        return [v if a is None or v is None else a(v) for a, v in zip(self.actions, values,
-                                                                       strict=False)]
-
 
 # --- COPY ------------------------------------------------------------------------
 
@@ -342,10 +337,6 @@ class CopyMasker:
         self._delim = opts.delimiter.encode()
         self._null = opts.null.encode()
         self._done = False
-
-    def mask_copy_row(self, line: bytes) -> bytes:
-        """Mask one complete text or CSV row (with its newline) or binary tuple."""
-        return self.feed(line)
 
     def feed(self, data: bytes | memoryview) -> bytes:
         """Take one CopyData payload; return the masked bytes of the complete rows in it."""

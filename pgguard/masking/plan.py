@@ -1,0 +1,541 @@
+"""What masking does to the results of a statement, and the small pure pieces the lineage
+planner (:mod:`.lineage`) builds it from.
+
+* :class:`Lin`: the lineage of one value (the base columns it is exactly, the ones that
+  feed it through a transformation, and whether its origin cannot be proven);
+* :class:`MaskPlan`, :class:`OutputColumn`, :class:`CopyOptions` and :class:`Refusal`:
+  the planner's results, which the session reads;
+* the planner's scopes (:class:`Rte`, :class:`Scope`, :class:`Result`, :class:`Ctes`);
+* :func:`mask_of` (a lineage under the rules becomes a mask), the write checks that refuse
+  copying masked data in clear, and :func:`build_plan`;
+* the lists of functions and relations the planner treats specially.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from ..errors import PolicyDenied
+
+# Aliased: node, name, names and alias are the natural local variable names here.
+from ..sql.nodes import name as _name
+from ..sql.nodes import names as _names
+from ..sql.nodes import node as _node
+from .catalog import SYSTEM_SCHEMAS, Catalog, Relation
+from .rules import Mask, RuleSet
+
+Origin = tuple[str, str, str]
+_EMPTY: frozenset[Origin] = frozenset()
+
+# System relations whose columns hold copies of table values or other sessions' query
+# texts: their every column is treated as unproven.
+VALUE_CARRYING_SYSTEM_RELATIONS = frozenset({
+    "pg_stats", "pg_stats_ext", "pg_stats_ext_exprs", "pg_statistic", "pg_statistic_ext_data",
+    "pg_stat_activity", "pg_stat_statements", "pg_stat_statements_info", "pg_largeobject",
+    "pg_prepared_xacts",
+})
+# Builtins that run SQL given as text, or read other sessions' data: their result cannot
+# be traced to columns.
+OPAQUE_FUNCTIONS = frozenset({
+    "query_to_xml", "query_to_xmlschema", "query_to_xml_and_xmlschema", "table_to_xml",
+    "table_to_xmlschema", "table_to_xml_and_xmlschema", "cursor_to_xml", "cursor_to_xmlschema",
+    "schema_to_xml", "schema_to_xmlschema", "schema_to_xml_and_xmlschema", "database_to_xml",
+    "database_to_xmlschema", "database_to_xml_and_xmlschema", "ts_stat", "ts_rewrite",
+    "pg_stat_get_activity", "pg_mcv_list_items", "dblink", "dblink_get_result",
+    "dblink_fetch", "pg_read_file", "pg_read_binary_file", "lo_get", "loread",
+    "pg_logical_slot_get_changes", "pg_logical_slot_peek_changes",
+    "pg_logical_slot_get_binary_changes", "pg_logical_slot_peek_binary_changes",
+    "pg_settings_get_flags", "xpath_table",
+})
+# Builtins that return session configuration, not table data: their value is clear when
+# their arguments are. A setting can only hold a masked value if set_config() put it there,
+# and set_config() with a masked or untraceable argument is refused (SINK_FUNCTIONS,
+# _funccall); ``SET`` takes literals only. (SHOW and pg_settings read the same values.)
+CONFIG_FUNCTIONS = frozenset({"current_setting"})
+# Functions that store or send their arguments somewhere a later statement (or another
+# session) can read them back unmasked.
+SINK_FUNCTIONS = frozenset({
+    "pg_notify", "set_config", "pg_logical_emit_message", "dblink_exec", "dblink_send_query",
+    "lo_from_bytea", "lo_put", "lowrite", "pg_file_write",
+})
+# Aggregates whose result says nothing of the values themselves.
+CLEAN_AGGREGATES = frozenset({"count"})
+# Set-returning builtins and the names of their output columns ("" = the function name
+# or the alias, as PostgreSQL names a scalar function's column).
+SRF_COLUMNS: dict[str, tuple[str, ...]] = {
+    "jsonb_array_elements": ("value",), "json_array_elements": ("value",),
+    "jsonb_array_elements_text": ("value",), "json_array_elements_text": ("value",),
+    "jsonb_each": ("key", "value"), "json_each": ("key", "value"),
+    "jsonb_each_text": ("key", "value"), "json_each_text": ("key", "value"),
+    "jsonb_object_keys": ("",), "json_object_keys": ("",), "generate_series": ("",),
+    "generate_subscripts": ("",), "regexp_matches": ("",), "regexp_split_to_table": ("",),
+    "string_to_table": ("",), "jsonb_path_query": ("",), "unnest": ("",),
+}
+WRITE_KINDS = frozenset({"insert", "update", "delete", "merge", "call", "do", "unknown",
+                         "copy_in", "create_table_as"})
+DDL_NODES = frozenset({
+    "CreateStmt", "AlterTableStmt", "DropStmt", "ViewStmt", "CreateTableAsStmt", "RenameStmt",
+    "CreateFunctionStmt", "AlterFunctionStmt", "CreateSchemaStmt", "CreateExtensionStmt",
+    "AlterExtensionStmt", "CreateForeignTableStmt", "ImportForeignSchemaStmt",
+    "CompositeTypeStmt", "CreateDomainStmt", "AlterDomainStmt", "CreateEnumStmt",
+    "AlterObjectSchemaStmt", "RefreshMatViewStmt", "CreateTrigStmt", "RuleStmt",
+    "DropOwnedStmt", "ReassignOwnedStmt", "AlterOwnerStmt", "DefineStmt", "VariableSetStmt",
+    "DiscardStmt", "SelectIntoStmt",
+})
+MAX_VIEW_DEPTH = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Lin:
+    """Lineage of one value.
+
+    Attributes:
+        direct: base columns whose value this is, unchanged.
+        mixed: base columns that feed it through a transformation.
+        opaque: why its origin cannot be proven, or None.
+    """
+
+    direct: frozenset[Origin] = _EMPTY
+    mixed: frozenset[Origin] = _EMPTY
+    opaque: str | None = None
+
+    def derived(self) -> Lin:
+        """The lineage of a value computed from this one."""
+        if not self.direct:
+            return self
+        return Lin(_EMPTY, self.direct | self.mixed, self.opaque)
+
+    @property
+    def origins(self) -> frozenset[Origin]:
+        return self.direct | self.mixed
+
+
+CLEAN = Lin()
+
+
+def union(lins: Iterable[Lin]) -> Lin:
+    """A value that is one of several values (UNION branches, USING columns)."""
+    direct: set[Origin] = set()
+    mixed: set[Origin] = set()
+    opaque = None
+    for lin in lins:
+        direct |= lin.direct
+        mixed |= lin.mixed
+        opaque = opaque or lin.opaque
+    if not direct and not mixed and opaque is None:
+        return CLEAN
+    return Lin(frozenset(direct), frozenset(mixed), opaque)
+
+
+def derive(lins: Iterable[Lin]) -> Lin:
+    """A value computed from several values."""
+    return union(lins).derived()
+
+
+def unproven(reason: str) -> Lin:
+    return Lin(opaque=reason)
+
+
+@dataclass(frozen=True, slots=True)
+class CopyOptions:
+    """Format of a ``COPY … TO STDOUT`` as written in the statement."""
+
+    format: str = "text"          # text | csv | binary
+    delimiter: str = "\t"
+    quote: str = '"'
+    escape: str = '"'
+    null: str = "\\N"
+    header: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class OutputColumn:
+    """One output column of a plan: its name, its mask (None = clear) and the base
+    columns it is exactly, for the cross-check with RowDescription."""
+
+    name: str
+    mask: Mask | None
+    direct: frozenset[Origin] = _EMPTY
+
+
+@dataclass(frozen=True, slots=True)
+class MaskPlan:
+    """What masking does to the results of one statement.
+
+    Attributes:
+        kind: statement kind (``select``, ``insert``/``update``/``delete``/``merge`` with
+            RETURNING, ``copy_out``, ``declare``, ``fetch``, ``prepare``, ``execute``,
+            ``explain``, ``show``, ``utility``, …).
+        columns: output columns in order, or None when their number is not known.
+        fallback: mask for any column not covered by *columns* (None = clear).
+        tainted: the statement reads a masked column anywhere, calls a function whose
+            effects cannot be seen, or writes (triggers): error and notice texts are then
+            scrubbed of quoted values.
+        opaque: the statement runs code whose messages cannot be traced (user functions,
+            procedures, DO, triggers of writes): PL/pgSQL messages are withheld.
+        copy: for ``COPY … TO STDOUT``, its format options.
+        name: cursor or prepared statement name (DECLARE, FETCH, PREPARE, EXECUTE, CLOSE,
+            DEALLOCATE); ``None`` with ``close``/``deallocate`` means ALL.
+        refresh_catalog: the statement changes the catalog (DDL, search_path): reload it
+            after it completes.
+        unknown_relations: relation names not found in the catalog (a refresh may help).
+    """
+
+    kind: str
+    columns: tuple[OutputColumn, ...] | None = ()
+    fallback: Mask | None = None
+    tainted: bool = False
+    opaque: bool = False
+    copy: CopyOptions | None = None
+    name: str | None = None
+    refresh_catalog: bool = False
+    unknown_relations: tuple[str, ...] = ()
+
+    @property
+    def masks_nothing(self) -> bool:
+        """True when no output column is masked (rows may still be scanned)."""
+        return self.fallback is None and all(c.mask is None for c in self.columns or ())
+
+    def mask_for(self, index: int, count: int) -> Mask | None:
+        """The lineage mask of output column *index* of a result with *count* columns."""
+        if self.columns is None or len(self.columns) != count:
+            # A result whose shape we did not predict: every column gets the union mask.
+            return self.fallback
+        return self.columns[index].mask
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A statement masking refuses to let run (SQLSTATE 42501)."""
+
+    reason: str
+    sqlstate: str = "42501"
+
+    def error(self) -> PolicyDenied:
+        """The exception the session turns into an ErrorResponse."""
+        return PolicyDenied(f"pgguard: masking: {self.reason}")
+
+
+class Refused(Exception):
+    """Raised inside the planner to refuse the whole statement (becomes a Refusal)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+# --- scopes ---------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class Rte:
+    """A FROM item as seen by column references."""
+
+    name: str | None
+    cols: list[tuple[str, Lin]]
+    any_col: Lin | None = None          # columns of unknown name resolve to this
+    relation: Relation | None = None
+
+    def lookup(self, col: str) -> Lin | None:
+        found = [lin for name, lin in self.cols if name == col]
+        if found:
+            return union(found)
+        return self.any_col
+
+    def whole(self) -> Lin:
+        lins = [lin for _, lin in self.cols]
+        if self.any_col is not None:
+            lins.append(self.any_col)
+        return derive(lins)
+
+
+@dataclass(slots=True)
+class Scope:
+    rtes: list[Rte] = field(default_factory=list)
+    star: list[tuple[str, Lin]] | None = field(default_factory=list)
+    merged: dict[str, Lin] = field(default_factory=dict)
+    parent: Scope | None = None
+
+    def find_rte(self, name: str) -> Rte | None:
+        """The FROM item named *name*, innermost query level first."""
+        s: Scope | None = self
+        while s is not None:
+            for rte in reversed(s.rtes):
+                if rte.name == name:
+                    return rte
+            s = s.parent
+        return None
+
+    def has_column(self, name: str) -> bool:
+        """True when a FROM item of this level has a column named *name*."""
+        return any(n == name for r in self.rtes for n, _ in r.cols)
+
+    def resolve(self, names: list[str]) -> Lin | None:
+        """The lineage of the column reference *names* (``["u", "email"]``) in this scope.
+
+        Returns None for ``a.b`` where no FROM item is named ``a``: a field of a composite
+        column ``a``, which the planner resolves (it records the columns it reads).
+        """
+        if len(names) == 1:
+            col = names[0]
+            s: Scope | None = self
+            while s is not None:
+                if col in s.merged:
+                    return s.merged[col]
+                found = [lin for r in s.rtes if (lin := r.lookup(col)) is not None]
+                if found:
+                    return union(found)
+                for rte in reversed(s.rtes):
+                    if rte.name == col:
+                        return rte.whole()     # whole-row reference: SELECT u FROM users u
+                s = s.parent
+            return unproven(f"unknown column {col}")
+        if names[-1] == "*":
+            rte = self.find_rte(names[-2])
+            return rte.whole() if rte else unproven(f"unknown relation {names[-2]}")
+        rel, col = names[-2], names[-1]
+        rte = self.find_rte(rel)
+        if rte is not None:
+            lin = rte.lookup(col)
+            if lin is not None:
+                return lin
+            return unproven(f"unknown column {rel}.{col}")
+        if len(names) == 2:
+            return None
+        return unproven(f"unknown relation {rel}")
+
+
+@dataclass(slots=True)
+class Result:
+    cols: list[tuple[str, Lin]]
+    known: bool = True
+
+    def all(self) -> Lin:
+        return union(lin for _, lin in self.cols)
+
+
+class Ctes:
+    def __init__(self, parent: Ctes | None = None):
+        self.parent = parent
+        self.defs: dict[str, Result] = {}
+
+    def get(self, name: str) -> Result | None:
+        c: Ctes | None = self
+        while c is not None:
+            if name in c.defs:
+                return c.defs[name]
+            c = c.parent
+        return None
+
+
+def rename(cols: list[tuple[str, Lin]], names: list[str]) -> list[tuple[str, Lin]]:
+    """*cols* with the first ones renamed by the column aliases *names*."""
+    return [(names[i] if i < len(names) else n, lin) for i, (n, lin) in enumerate(cols)]
+
+
+def colname(val: dict | None) -> str:
+    """PostgreSQL's FigureColname, for the kinds of expressions that matter."""
+    if not val:
+        return "?column?"
+    kind, body = _node(val)
+    if kind == "ColumnRef":
+        names = _names(body.get("fields", []))
+        return names[-1] if names else "?column?"
+    if kind == "FuncCall":
+        return _names(body.get("funcname", []))[-1]
+    if kind == "TypeCast":
+        inner = colname(body.get("arg"))
+        if inner != "?column?":
+            return inner
+        names = _names(body.get("typeName", {}).get("names", []))
+        return names[-1] if names else "?column?"
+    if kind == "A_Indirection":
+        ind = body.get("indirection", [])
+        if ind and "String" in ind[-1]:
+            return _name(ind[-1])
+        return colname(body.get("arg"))
+    if kind == "CollateClause":
+        return colname(body.get("arg"))
+    if kind == "SubLink":
+        t = body.get("subLinkType")
+        if t == "EXISTS_SUBLINK":
+            return "exists"
+        if t == "ARRAY_SUBLINK":
+            return "array"
+        if t == "EXPR_SUBLINK":
+            sel = body.get("subselect", {}).get("SelectStmt", {})
+            tl = sel.get("targetList") or []
+            if tl:
+                rt = tl[0]["ResTarget"]
+                return rt.get("name") or colname(rt.get("val"))
+        return "?column?"
+    return {"CaseExpr": "case", "CoalesceExpr": "coalesce", "A_ArrayExpr": "array",
+            "RowExpr": "row", "XmlExpr": "xmlelement", "XmlSerialize": "xmlserialize",
+            }.get(kind, "?column?")
+
+
+
+def copy_options(options: list) -> CopyOptions:
+    """The format options of a COPY statement's ``options`` list."""
+    opts: dict[str, object] = {}
+    for o in options:
+        d = o["DefElem"]
+        name = d["defname"]
+        arg = d.get("arg")
+        if arg is None:
+            value: object = True
+        else:
+            akind, abody = _node(arg)
+            if akind == "String":
+                value = abody.get("sval", "")
+            elif akind == "Boolean":
+                value = abody.get("boolval", False)
+            elif akind == "Integer":
+                value = abody.get("ival", 0)
+            else:
+                value = True
+        opts[name] = value
+    fmt = str(opts.get("format", "text")).lower()
+    if opts.get("binary") is True:
+        fmt = "binary"
+    if opts.get("csv") is True:
+        fmt = "csv"
+    if fmt == "csv":
+        quote = str(opts.get("quote", '"'))
+        return CopyOptions("csv", str(opts.get("delimiter", ",")), quote,
+                           str(opts.get("escape", quote)), str(opts.get("null", "")),
+                           _truthy(opts.get("header", False)))
+    return CopyOptions(fmt, str(opts.get("delimiter", "\t")), '"', '"',
+                       str(opts.get("null", "\\N")), _truthy(opts.get("header", False)))
+
+
+def _truthy(v: object) -> bool:
+    if isinstance(v, str):
+        return v.lower() in ("true", "on", "1", "yes", "match")
+    return bool(v)
+
+
+def mask_of(rules: RuleSet, lin: Lin) -> Mask | None:
+    """The mask a value of lineage *lin* gets under the rules (None = clear)."""
+    if lin.opaque:
+        return Mask("redact", reason=f"unproven: {lin.opaque}")
+    mixed = [m for o in lin.mixed if (m := rules.match(*o))]
+    direct = [m for o in lin.direct if (m := rules.match(*o))]
+    if not mixed and not direct:
+        return None
+    if not mixed and len(set(direct)) == 1:
+        return direct[0]
+    masks = mixed + direct
+    names = ", ".join(sorted({m.reason.removeprefix("rule ") for m in masks}))
+    strategy = "null" if any(m.strategy == "null" for m in masks) else "redact"
+    return Mask(strategy, reason=f"derived from {names}")
+
+
+def check_write(rules: RuleSet, catalog: Catalog, rel: Relation | None, rv: dict,
+                col: str | None, lin: Lin) -> None:
+    """Refuse writing a value of lineage *lin* into column *col* of the relation *rel*
+    (or the RangeVar *rv* when the relation is not known) unless it is masked alike there.
+
+    Raises:
+        Refused: the write would copy masked data where it is read in clear.
+    """
+    masked = [o for o in lin.origins if rules.match(*o)]
+    if not masked:
+        return
+    source = mask_of(rules, lin)
+    if rel is not None and col is not None:
+        dest = rules.match(rel.schema, rel.name, col)
+    else:
+        schema = rv.get("schemaname") or next(
+            (s for s in getattr(catalog, "search_path", ("public",))
+             if s not in SYSTEM_SCHEMAS), "public")
+        dest = rules.match(schema, rv["relname"], col or "?column?")
+    if dest is not None and (dest == source or dest.strategy == "null"
+                             or (dest.strategy == "redact" and source is not None
+                                 and source.strategy != "null")):
+        return
+    s, t, c = sorted(masked)[0]
+    raise Refused(f"statement would copy masked column {s}.{t}.{c} into "
+                  f"{rv.get('relname')}.{col} where it is not masked alike")
+
+
+def check_into(rules: RuleSet, catalog: Catalog, into: dict, res: Result) -> None:
+    """:func:`check_write` for every column of a ``SELECT INTO`` / ``CREATE TABLE AS``."""
+    rv = into["rel"]
+    colnames = [_name(c) for c in into.get("colNames", [])]
+    cols = rename(res.cols, colnames)
+    for name, lin in cols:
+        check_write(rules, catalog, None, rv, name, lin if res.known else res.all())
+
+
+def check_no_masked(rules: RuleSet, lin: Lin, what: str) -> None:
+    """Refuse *what* (a COPY to a file or program) when *lin* may hold masked data."""
+    masked = sorted(o for o in lin.origins if rules.match(*o))
+    if masked or (lin.opaque and rules):
+        name = ".".join(masked[0]) if masked else "(unproven)"
+        raise Refused(f"{what} would write masked column {name} in clear")
+
+
+@dataclass(slots=True)
+class Findings:
+    """What the planner saw while walking one statement.
+
+    Attributes:
+        pred: base columns used in predicates (WHERE, JOIN ON, GROUP BY, ORDER BY, ...).
+        seen: base columns read anywhere.
+        opaque_calls: a function whose effects cannot be traced was called.
+        unknown: relation names not found in the catalog.
+    """
+
+    pred: set[Origin] = field(default_factory=set)
+    seen: set[Origin] = field(default_factory=set)
+    opaque_calls: bool = False
+    unknown: set[str] = field(default_factory=set)
+
+
+def build_plan(rules: RuleSet, found: Findings, kind: str, result: Result | None,
+               copy: CopyOptions | None, name: str | None, refresh: bool, *,
+               deny_predicates: bool, on_unproven: str) -> MaskPlan | Refusal:
+    """The plan of one statement from its output columns and what the walk found.
+
+    Args:
+        rules: the masking rules.
+        found: the walk's findings (``seen`` gains the output columns' origins).
+        kind: the statement kind (``select``, ``copy_out``, ...).
+        result: the output columns, or None for a statement without rows.
+        copy: the format options of a ``COPY … TO STDOUT``.
+        name: the cursor or prepared statement name.
+        refresh: the statement changes the catalog.
+        deny_predicates: refuse predicates on masked columns.
+        on_unproven: ``mask`` or ``refuse`` outputs whose origin is unproven.
+
+    Returns:
+        The plan, or a Refusal.
+    """
+    masked_pred = sorted(f"{s}.{t}.{c}" for s, t, c in found.pred if rules.match(s, t, c))
+    if deny_predicates and masked_pred:
+        return Refusal(f"statement filters, groups or sorts on masked column "
+                       f"{masked_pred[0]} (masking.deny_predicates)")
+    if result is not None:
+        found.seen |= result.all().origins
+    tainted = (kind in WRITE_KINDS or found.opaque_calls or bool(masked_pred)
+               or any(rules.match(*o) for o in found.seen))
+    columns: tuple[OutputColumn, ...] | None = ()
+    fallback = None
+    if result is not None:
+        if on_unproven == "refuse":
+            for cname, lin in result.cols:
+                if lin.opaque:
+                    return Refusal(f"cannot prove the origin of column {cname!r}: "
+                                   f"{lin.opaque}")
+        columns = tuple(OutputColumn(n, mask_of(rules, lin), lin.direct)
+                        for n, lin in result.cols)
+        fallback = mask_of(rules, result.all().derived() if len(result.cols) > 1
+                           else result.all())
+        if not result.known:
+            columns = None
+            if fallback is None and any(lin.opaque for _, lin in result.cols):
+                fallback = Mask("redact", reason="unproven: result shape unknown")
+    return MaskPlan(kind, columns, fallback, tainted=tainted,
+                    opaque=found.opaque_calls or kind in WRITE_KINDS, copy=copy, name=name,
+                    refresh_catalog=refresh, unknown_relations=tuple(sorted(found.unknown)))

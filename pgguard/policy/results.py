@@ -1,0 +1,67 @@
+"""What classification returns: one :class:`StatementInfo` per statement and the
+:class:`Classification` of a whole query string (frozen, shared by the caches)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .lists import SEVERITY
+
+__all__ = ["Classification", "StatementInfo", "make_classification"]
+
+
+@dataclass(frozen=True, slots=True)
+class StatementInfo:
+    """One statement of a query string, classified.
+
+    ``category`` is the most severe of ``categories`` (all the categories the statement
+    touches: ``CREATE TABLE t AS SELECT nextval('s')`` is ``ddl`` and ``write``).
+    ``Policy.decide`` applies the strictest action over all of ``categories``.
+    ``executes`` names the SQL-level prepared statement an ``EXECUTE`` runs;
+    ``prepares`` names the one a ``PREPARE`` defines (its body is this statement's
+    classification). ``deallocates`` is the name a ``DEALLOCATE`` drops, ``"*"`` for
+    ``DEALLOCATE ALL`` / ``DISCARD ALL``. ``reasons`` pairs each category with why.
+    """
+
+    category: str
+    kind: str
+    reason: str
+    text: str
+    categories: frozenset[str] = frozenset()
+    executes: str | None = None
+    prepares: str | None = None
+    deallocates: str | None = None
+    reasons: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    """Every statement of a query string, and the worst category among them."""
+
+    statements: tuple[StatementInfo, ...]
+    category: str
+    categories: frozenset[str] = frozenset()
+    has_execute: bool = False
+
+    @property
+    def kind(self) -> str:
+        """The kind of the first statement of the worst category ("" when empty)."""
+        for st in self.statements:
+            if st.category == self.category:
+                return st.kind
+        return ""
+
+
+def make_classification(statements: tuple[StatementInfo, ...]) -> Classification:
+    """The classification of these statements: the union of their categories, the worst
+    of them ("txn" when there are none) and whether any runs EXECUTE."""
+    cats: set[str] = set()
+    for st in statements:
+        cats |= st.categories
+    worst = max(cats, key=SEVERITY.__getitem__) if cats else "txn"
+    return Classification(
+        statements=statements,
+        category=worst,
+        categories=frozenset(cats),
+        has_execute=any(st.executes is not None for st in statements),
+    )
