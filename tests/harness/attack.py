@@ -265,9 +265,19 @@ class AttackClient:
                         out.rows.extend(cur.fetchall())
                     if not cur.nextset():
                         break
+            elif mode == EXTENDED and params is not None:
+                cur = conn.cursor()
+                cur.execute(sql, params, prepare=False)
+                if cur.description is not None:
+                    out.rows.extend(cur.fetchall())
             elif mode == EXTENDED:
-                # stream() always uses Parse/Bind/Execute, parameters or not.
-                out.rows.extend(conn.cursor().stream(sql, params))
+                # stream() uses Parse/Bind/Execute without parameters too; it complains
+                # about a statement that returns no rows after running it.
+                try:
+                    out.rows.extend(conn.cursor().stream(sql))
+                except psycopg.ProgrammingError as exc:
+                    if "didn't produce a result" not in str(exc):
+                        raise
             elif mode == BINARY:
                 cur = conn.cursor(binary=True)
                 cur.execute(sql, params)
