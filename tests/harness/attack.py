@@ -26,13 +26,15 @@ CONN = "pii"
 
 # Groups of the attack gateway's connection. READERS is the read-only grant; WRITERS may
 # write but not run DDL (ddl-deny); ENGINEERS may write and their DDL waits for approval;
-# OFFICERS are exempt from masking (read only); DBAS approve.
-READERS, WRITERS, ENGINEERS, OFFICERS, DBAS = (
-    "readers", "writers", "engineers", "privacy-officers", "dba")
+# CAUTIOUS users' writes wait for approval too; OFFICERS are exempt from masking (read
+# only); DBAS approve.
+READERS, WRITERS, ENGINEERS, CAUTIOUS, OFFICERS, DBAS = (
+    "readers", "writers", "engineers", "cautious", "privacy-officers", "dba")
 #: user name and groups of each role, as (user, groups).
 READER = ("rita", (READERS,))
 WRITER = ("walt", (WRITERS,))
 ENGINEER = ("eddie", (ENGINEERS,))
+CAREFUL = ("carl", (CAUTIOUS,))
 OFFICER = ("olga", (OFFICERS,))
 APPROVER = ("alice", (DBAS,))
 
@@ -162,6 +164,7 @@ def attack_connection(db: AttackDb) -> dict[str, Any]:
             {"groups": [READERS], "read": "allow", "write": "deny", "ddl": "deny"},
             {"groups": [WRITERS], "read": "allow", "write": "allow", "ddl": "deny"},
             {"groups": [ENGINEERS], "read": "allow", "write": "allow", "ddl": "review"},
+            {"groups": [CAUTIOUS], "read": "allow", "write": "review", "ddl": "review"},
             {"groups": [OFFICERS], "read": "allow", "write": "deny", "ddl": "deny"},
         ],
     }
