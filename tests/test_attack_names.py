@@ -93,6 +93,12 @@ def scenarios(masked: str, clean: str) -> dict[str, list[bytes]]:
         "sql-prepare-then-protocol-parse-same-name-fails": [
             q(f"PREPARE p8 AS {masked}"), parse("p8", clean) + sync(),
             bind("", "p8") + execute("") + sync()],
+        "holdable-sql-cursor-executed-by-protocol": [
+            q(f"DECLARE h CURSOR WITH HOLD FOR {masked}"), execute("h") + sync(),
+            q("CLOSE h")],
+        "sql-cursor-described-and-executed-by-protocol": [
+            q("BEGIN"), q(f"DECLARE d CURSOR FOR {masked}"),
+            codec.describe("P", "d") + execute("d", 3) + execute("d") + sync(), q("COMMIT")],
         "close-of-a-portal-then-sql-cursor": [
             q("BEGIN"), parse("sc9", clean) + bind("pc", "sc9") + execute("pc", 1)
             + codec.close("P", "pc") + sync(), q(f"DECLARE pc CURSOR FOR {masked}"),
