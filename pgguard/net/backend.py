@@ -13,6 +13,7 @@ import trio
 from ..config import ConnectionConfig
 from ..errors import ConnectionFailure, GatewayError
 from ..wire import codec
+from ..wire.framer import NEED_DATA, Framer
 from ..wire.messages import (
     AUTH_CLEARTEXT,
     AUTH_MD5,
@@ -32,7 +33,6 @@ from ..wire.messages import (
     SSLRequest,
     StartupMessage,
 )
-from ..wire.parser import NEED_DATA, Framer
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from .masker import FUNCTION_CALL_REFUSED, ResultMasker, hub_for
 if TYPE_CHECKING:
     from ..identity import Identity
     from ..masking import SessionMasking
-    from ..wire.parser import Framer
+    from ..wire.framer import Framer
     from .backend import BackendLink
 
 log = logging.getLogger(__name__)

@@ -39,6 +39,24 @@ from ..masking.rewrite import RowMasker, python_encoding
 from ..masking.rules import Mask, load_hash_key
 from ..wire import codec
 from ..wire.messages import (
+    BIND_COMPLETE,
+    CLOSE_COMPLETE,
+    COMMAND_COMPLETE,
+    COPY_DATA,
+    COPY_DONE,
+    COPY_OUT_RESPONSE,
+    DATA_ROW,
+    EMPTY_QUERY_RESPONSE,
+    ERROR_RESPONSE,
+    NO_DATA,
+    NOTICE_RESPONSE,
+    NOTIFICATION_RESPONSE,
+    PARAMETER_STATUS,
+    PARSE_COMPLETE,
+    PORTAL_SUSPENDED,
+    READY_FOR_QUERY,
+    ROW_DESCRIPTION,
+    SYNC,
     Bind,
     Close,
     DataRow,
@@ -53,7 +71,7 @@ from .backend import receive_message
 
 if TYPE_CHECKING:
     from ..config import ConnectionConfig
-    from ..wire.parser import Framer
+    from ..wire.framer import Framer
     from .backend import BackendLink
 
 log = logging.getLogger(__name__)
@@ -455,7 +473,7 @@ class ResultMasker:
         """Track Bind, Describe, Execute, Close and Sync; may add a Describe before an
         Execute whose row layout nobody asked for (returns the replacement bytes)."""
         k = kind[0]
-        if k == 0x53:  # Sync
+        if k == SYNC:
             self._push(_Entry("S"))
             return None
         msg = framer.decode(kind, start, end)
@@ -565,7 +583,7 @@ class ResultMasker:
             Replacement bytes, ``b""`` to drop the message, or *replacement* as given
             (None: forward the original bytes).
         """
-        if kind == b"D":
+        if kind[0] == DATA_ROW:
             rows = self._rows
             if rows is None:
                 return replacement
@@ -583,25 +601,25 @@ class ResultMasker:
         q = self.queue
         head = q[0] if q else None
         internal = head is not None and head.kind == "X"
-        if k == 0x4E:  # NoticeResponse
+        if k == NOTICE_RESPONSE:
             if internal:
                 return b""
             return self._scrub(kind, framer, start, end, head)
-        if k == 0x53:  # ParameterStatus: not an answer to anything
+        if k == PARAMETER_STATUS:  # not an answer to anything
             msg = framer.decode(kind, start, end)
             if msg.name == "client_encoding":
                 self.encoding = python_encoding(msg.value)
                 self.m.set_client_encoding(msg.value)
             return replacement
-        if k == 0x41:  # NotificationResponse: the payload is any text
+        if k == NOTIFICATION_RESPONSE:  # the payload is any text
             return self._notification(framer, start, end)
         if head is None:
-            if k == 0x45:
+            if k == ERROR_RESPONSE:
                 return replacement if replacement is not None else \
                     self._scrub(kind, framer, start, end, None)
             return replacement
         hk = head.kind
-        if k == 0x45:  # ErrorResponse
+        if k == ERROR_RESPONSE:
             out = replacement if replacement is not None else (
                 b"" if internal else self._scrub(kind, framer, start, end, head))
             if internal:
@@ -622,63 +640,63 @@ class ResultMasker:
         if hk == "Q":
             return self._query_message(k, kind, framer, start, end, head, replacement)
         if hk == "X":
-            if k == 0x5A:
+            if k == READY_FOR_QUERY:
                 self._pop()
                 head.rows = head.rows or []
                 assert head.done is not None
                 head.done.set()
             return b""
         if hk == "E":
-            if k in (0x43, 0x73, 0x49):  # CommandComplete, PortalSuspended, EmptyQuery
+            if k == COMMAND_COMPLETE or k == PORTAL_SUSPENDED or k == EMPTY_QUERY_RESPONSE:
                 self._pop()
-            elif k == 0x48 or k == 0x64 or k == 0x63:
+            elif k == COPY_OUT_RESPONSE or k == COPY_DATA or k == COPY_DONE:
                 return self._copy(k, kind, framer, start, end, head, replacement)
             return replacement
         if hk == "DS":
-            if k == 0x54:
+            if k == ROW_DESCRIPTION:
                 head.stmt.fields = _fields(framer.decode(kind, start, end))
                 self._pop()
-            elif k == 0x6E:  # NoData
+            elif k == NO_DATA:
                 head.stmt.fields = ()
                 self._pop()
             return replacement
         if hk == "DP" or hk == "XD":
-            if k == 0x54 or k == 0x6E:
+            if k == ROW_DESCRIPTION or k == NO_DATA:
                 portal = head.portal
-                portal.fields = _fields(framer.decode(kind, start, end)) if k == 0x54 else ()
+                portal.fields = _fields(framer.decode(kind, start, end)) if k == ROW_DESCRIPTION else ()
                 portal.rows = False
                 self._pop()
                 return b"" if hk == "XD" else replacement
             return replacement
         if hk in ("P", "B", "C"):
-            if k in (0x31, 0x32, 0x33):
+            if k == PARSE_COMPLETE or k == BIND_COMPLETE or k == CLOSE_COMPLETE:
                 self._pop()
             return replacement
         if hk == "S" or hk == "F":
-            if k == 0x5A:
+            if k == READY_FOR_QUERY:
                 self._pop()
             return replacement
         return replacement
 
     def _query_message(self, k: int, kind: bytes, framer: Framer, start: int, end: int,
                        head: _Entry, replacement: bytes | None) -> bytes | None:
-        if k == 0x54:  # RowDescription
+        if k == ROW_DESCRIPTION:
             rm = self.m.row_masker(head.plan(), _fields(framer.decode(kind, start, end)))
             self._rows = None if rm.passthrough else rm
-        elif k == 0x43:  # CommandComplete
+        elif k == COMMAND_COMPLETE:
             head.k += 1
             head.copy = None
             self._rows = None
-        elif k == 0x5A:  # ReadyForQuery
+        elif k == READY_FOR_QUERY:
             self._pop()
-        elif k == 0x48 or k == 0x64 or k == 0x63:
+        elif k == COPY_OUT_RESPONSE or k == COPY_DATA or k == COPY_DONE:
             return self._copy(k, kind, framer, start, end, head, replacement)
         return replacement
 
     def _copy(self, k: int, kind: bytes, framer: Framer, start: int, end: int,
               head: _Entry, replacement: bytes | None) -> bytes | None:
         buf = framer.buf
-        if k == 0x48:  # CopyOutResponse
+        if k == COPY_OUT_RESPONSE:
             ncols = _I16.unpack_from(buf, start + 6)[0]
             plan = self._portal_plan(head.portal) if head.portal is not None else head.plan()
             cm = self.m.copy_masker(plan, ncols, binary=buf[start + 5] == 1)
@@ -687,7 +705,7 @@ class ResultMasker:
         cm = head.copy
         if cm is None:
             return replacement
-        if k == 0x64:  # CopyData
+        if k == COPY_DATA:
             out = cm.feed(bytes(buf[start + 5:end]))
             return codec.message(b"d", out) if out else b""
         # CopyDone: whatever incomplete row is left, masked, then CopyDone.

@@ -29,7 +29,24 @@ from ..errors import ConnectionFailure
 from ..masking.detectors import Detectors
 from ..masking.rewrite import python_encoding
 from ..wire import codec
-from ..wire.messages import Bind, FunctionCall, Parse, Query
+from ..wire.messages import (
+    COMMAND_COMPLETE,
+    COPY_DATA,
+    COPY_IN_RESPONSE,
+    COPY_OUT_RESPONSE,
+    DATA_ROW,
+    ERROR_RESPONSE,
+    NOTICE_RESPONSE,
+    PARAMETER_DESCRIPTION,
+    PARAMETER_STATUS,
+    PORTAL_SUSPENDED,
+    READY_FOR_QUERY,
+    ROW_DESCRIPTION,
+    Bind,
+    FunctionCall,
+    Parse,
+    Query,
+)
 
 if TYPE_CHECKING:
     from ..audit import Recorder
@@ -317,7 +334,7 @@ class SessionTap:
             if end > n:
                 break
             k = kind[0]
-            if k == 0x44:  # DataRow
+            if k == DATA_ROW:
                 res = self._result
                 if res is None:
                     res = self._result = _Result()
@@ -326,7 +343,7 @@ class SessionTap:
                     if res.formats is None:
                         res.formats = self._guess_formats(data, pos + 5)
                     res.rows.append(self._row(data, pos + 5, res.formats))
-            elif k == 0x64:  # CopyData
+            elif k == COPY_DATA:
                 res = self._result
                 if res is not None and res.copy_format is not None:
                     res.count += 1
@@ -334,13 +351,13 @@ class SessionTap:
                         chunk = data[pos + 5:end]
                         res.rows.append([chunk if res.copy_format
                                          else chunk.decode(self._encoding, "replace")])
-            elif k == 0x54:  # RowDescription
+            elif k == ROW_DESCRIPTION:
                 res = self._result = _Result()
                 columns, formats = _row_description(kind, data, pos, end)
                 res.columns = columns
                 if not self._after_param_desc:
                     res.formats = formats
-            elif k == 0x43:  # CommandComplete
+            elif k == COMMAND_COMPLETE:
                 raw = data[pos + 5:end - 1]
                 if data[end - 1] != 0 or b"\0" in raw:
                     tag = codec.decode_backend(kind, data, pos, end).tag  # raises
@@ -348,7 +365,7 @@ class SessionTap:
                     tag = _text(raw)
                 await self._finish_result(tag)
                 completed = True
-            elif k == 0x45:  # ErrorResponse
+            elif k == ERROR_RESPONSE:
                 fields = codec.decode_backend(kind, data, pos, end).fields
                 if self._result is not None and self._result.count:
                     await self._finish_result("")  # rows the client got before the error
@@ -356,18 +373,18 @@ class SessionTap:
                 await self._record("error", sqlstate=fields.get("C", ""),
                                    message=fields.get("M", ""))
                 completed = True
-            elif k == 0x4E:  # NoticeResponse
+            elif k == NOTICE_RESPONSE:
                 fields = codec.decode_backend(kind, data, pos, end).fields
                 await self._record("notice", message=fields.get("M", ""),
                                    severity=fields.get("S", ""), sqlstate=fields.get("C", ""))
-            elif k == 0x48 or k == 0x47:  # CopyOutResponse / CopyInResponse
+            elif k == COPY_OUT_RESPONSE or k == COPY_IN_RESPONSE:
                 res = self._result = _Result()
                 fmt = data[pos + 5]
-                res.copy_format = fmt if k == 0x48 else None
-                if k == 0x48:
+                res.copy_format = fmt if k == COPY_OUT_RESPONSE else None
+                if k == COPY_OUT_RESPONSE:
                     oid = _COPY_BINARY_OID if fmt else _COPY_TEXT_OID
                     res.columns = [["(copy data)", oid]]
-            elif k == 0x73:  # PortalSuspended: Execute hit its row limit
+            elif k == PORTAL_SUSPENDED:  # Execute hit its row limit
                 res = self._result
                 if res is not None:
                     await self._finish_result("", suspended=True)
@@ -375,15 +392,15 @@ class SessionTap:
                     nxt = self._result = _Result()
                     nxt.columns, nxt.formats = res.columns, res.formats
                 completed = True
-            elif k == 0x5A:  # ReadyForQuery
+            elif k == READY_FOR_QUERY:
                 # A Describe without Execute leaves a RowDescription that never completes.
                 self._result = None
                 completed = True
-            elif k == 0x53:  # ParameterStatus
+            elif k == PARAMETER_STATUS:
                 msg = codec.decode_backend(kind, data, pos, end)
                 if msg.name == "client_encoding":
                     self._encoding = python_encoding(msg.value)
-            self._after_param_desc = k == 0x74  # ParameterDescription: a statement Describe
+            self._after_param_desc = k == PARAMETER_DESCRIPTION  # a statement Describe
             pos = end
         if pos < n:
             # The pump sends whole messages; keep a stray partial one rather than misparse.

@@ -28,16 +28,28 @@ from ..errors import (
     UnknownConnection,
 )
 from ..wire import codec
+from ..wire.framer import NEED_DATA, Framer, StartupFramer
 from ..wire.messages import (
     AUTH_CLEARTEXT,
     AUTH_OK,
+    BIND,
+    CLOSE,
+    DESCRIBE,
+    ERROR_RESPONSE,
+    EXECUTE,
+    FUNCTION_CALL,
+    PARAMETER_STATUS,
+    PARSE,
+    QUERY,
+    READY_FOR_QUERY,
+    SYNC,
+    TERMINATE,
     CancelRequest,
     GSSENCRequest,
     PasswordMessage,
     SSLRequest,
     StartupMessage,
 )
-from ..wire.parser import NEED_DATA, Framer, StartupFramer
 from ..wire.state import ALLOWED, Phase, expect
 from . import backend
 from .fastio import FastIO
@@ -52,8 +64,8 @@ log = logging.getLogger(__name__)
 
 RECEIVE_SIZE = 65536
 READY_KINDS = ALLOWED[Phase.READY]
-SKIPPED_AFTER_ERROR = frozenset(b"PBDEC")  # PostgreSQL discards these until Sync after an error
-MASKING_TRACKED = frozenset(b"BDECS")  # Bind, Describe, Execute, Close, Sync
+SKIPPED_AFTER_ERROR = frozenset((PARSE, BIND, DESCRIBE, EXECUTE, CLOSE))  # PostgreSQL discards these until Sync after an error
+MASKING_TRACKED = frozenset((BIND, DESCRIBE, EXECUTE, CLOSE, SYNC))
 
 # Startup parameters a client may pass through to PostgreSQL. Anything that changes who
 # the session runs as is refused; unknown ones are dropped (a GUC set at startup would
@@ -447,9 +459,9 @@ class ClientSession:
                 if skipping:
                     if k in SKIPPED_AFTER_ERROR:
                         replacement = b""
-                    elif k == 0x53:  # Sync
+                    elif k == SYNC:
                         skipping = False
-                elif k == 0x51 or k == 0x50 or k == 0x46:  # Query, Parse, FunctionCall
+                elif k == QUERY or k == PARSE or k == FUNCTION_CALL:
                     msg = framer.decode(kind, start, end)
                     if observe and guard.wants_catalog(msg):
                         # Masking reloads the catalog (after DDL) before planning: what
@@ -466,13 +478,13 @@ class ClientSession:
                             verdict = await guard.wait_for_approval(verdict)
                         if verdict.refuse is not None:
                             replacement = self._refusal(kind, msg, verdict)
-                            skipping = k == 0x50
+                            skipping = k == PARSE
                     guard.note_sent(msg, verdict)
                     if self.tap is not None:
                         await self.tap.statement(msg, verdict)
-                elif k == 0x42 and self.tap is not None:  # Bind: parameters for the record
+                elif k == BIND and self.tap is not None:  # parameters for the record
                     await self.tap.bind(framer.decode(kind, start, end))
-                elif k == 0x58:  # Terminate
+                elif k == TERMINATE:
                     out.put(codec.terminate())
                     await self._send_upstream(out.take())
                     self.end_reason = "client terminated"
@@ -507,9 +519,9 @@ class ClientSession:
         assert exc is not None
         self.rewrites.append((marker.encode(), codec.error_response(
             "ERROR", exc.sqlstate, exc.message, exc.detail, exc.hint)))
-        if kind == b"Q":
+        if kind[0] == QUERY:
             return codec.query(marker)
-        if kind == b"P":
+        if kind[0] == PARSE:
             return codec.parse(msg.name, marker)
         # FunctionCall has no SQL to replace: run the marker as a simple query instead.
         return codec.query(marker)
@@ -529,11 +541,11 @@ class ClientSession:
                 kind, start, end = frame
                 k = kind[0]
                 replacement: bytes | None = None
-                if k == 0x5A:  # ReadyForQuery
+                if k == READY_FOR_QUERY:
                     self.txn_status = chr(buf[start + 5])
-                elif k == 0x53:  # ParameterStatus
+                elif k == PARAMETER_STATUS:
                     self._parameter_status(framer.decode(kind, start, end))
-                elif k == 0x45 and self.rewrites:  # ErrorResponse
+                elif k == ERROR_RESPONSE and self.rewrites:
                     replacement = self._rewritten_error(buf, start, end)
                 if observe:
                     replacement = guard.on_backend(kind, framer, start, end, replacement)
