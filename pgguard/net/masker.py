@@ -26,34 +26,35 @@ from __future__ import annotations
 import logging
 import struct
 import time
-from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from ..config import MaskingConfig
 from ..errors import ConfigError, ConnectionFailure, PolicyDenied
-from ..masking import CATALOG_QUERY, MaskPlan, Refusal, SessionMasking, SqlCatalog
+from ..masking import CATALOG_QUERY, MaskPlan, Refusal, SessionMasking, SqlCatalog, rebind
 from ..masking.rewrite import RowMasker, python_encoding
 from ..masking.rules import Mask, load_hash_key
 from ..wire import codec
+from ..wire.exchange import Effect, Exchange, Portal, Request
 from ..wire.messages import (
-    BIND_COMPLETE,
-    CLOSE_COMPLETE,
+    BIND,
     COMMAND_COMPLETE,
     COPY_DATA,
     COPY_DONE,
     COPY_OUT_RESPONSE,
     DATA_ROW,
-    EMPTY_QUERY_RESPONSE,
+    DESCRIBE,
     ERROR_RESPONSE,
+    EXECUTE,
+    FUNCTION_CALL,
     NO_DATA,
     NOTICE_RESPONSE,
     NOTIFICATION_RESPONSE,
     PARAMETER_STATUS,
-    PARSE_COMPLETE,
-    PORTAL_SUSPENDED,
+    PARSE,
+    QUERY,
     READY_FOR_QUERY,
     ROW_DESCRIPTION,
     SYNC,
@@ -66,6 +67,7 @@ from ..wire.messages import (
     Parse,
     Query,
     ReadyForQuery,
+    Sync,
 )
 from .backend import receive_message
 
@@ -197,11 +199,17 @@ async def fetch_catalog(link: BackendLink, encoding: str) -> SqlCatalog:
     return SqlCatalog.from_rows(rows)
 
 
-# --- protocol state ----------------------------------------------------------------
+# --- what masking notes on the exchange's requests and names -------------------------
+#
+# The exchange (wire/exchange.py) tracks which request each answer belongs to and which
+# statements and portals PostgreSQL confirmed; masking keeps its own facts about them in
+# the notes under the key "masking".
+
+NOTE = "masking"
 
 
 class _Stmt:
-    """A named (or the unnamed) prepared statement of the extended protocol."""
+    """Masking's notes on a prepared statement (Parse or SQL PREPARE)."""
 
     __slots__ = ("plan", "fields", "described", "sql", "catalog")
 
@@ -214,43 +222,38 @@ class _Stmt:
 
 
 class _Portal:
-    __slots__ = ("plan", "stmt", "formats", "fields", "described", "rows")
+    """Masking's notes on a portal (Bind) or cursor (SQL DECLARE)."""
 
-    def __init__(self, plan: MaskPlan | None, stmt: _Stmt | None, formats: tuple[int, ...]):
-        self.plan = plan
-        self.stmt = stmt
+    __slots__ = ("plan", "formats", "fields", "described", "rows")
+
+    def __init__(self, plan: MaskPlan | None, formats: tuple[int, ...]):
+        self.plan = plan                     # a cursor's plan; a Bind's comes from its statement
         self.formats = formats
         self.fields: tuple | None = None     # from Describe P (real formats)
         self.described = False
         self.rows: RowMasker | _NullAll | None | bool = False   # False: not built yet
 
 
-class _Entry:
-    """One frontend message waiting for its answer."""
+class _Request:
+    """Masking's notes on one request: the plans of a Query, the COPY being rewritten,
+    and for the masker's own requests, what they are for."""
 
-    __slots__ = ("kind", "plans", "k", "portal", "stmt", "copy", "rows", "done", "failed")
+    __slots__ = ("plans", "copy", "internal", "rows", "done", "portal")
 
-    def __init__(self, kind: str, plans: list[MaskPlan] | None = None,
-                 portal: _Portal | None = None, stmt: _Stmt | None = None):
-        self.kind = kind          # Q P B DS DP E C S F, X (internal query), XD (internal)
+    def __init__(self, plans: list[MaskPlan] | None = None, internal: str = ""):
         self.plans = plans
-        self.k = 0
-        self.portal = portal
-        self.stmt = stmt
         self.copy = None
+        self.internal = internal  # "catalog" (the reload query), "describe" (added), ""
         self.rows: list | None = None
         self.done: trio.Event | None = None
-        self.failed = False
+        self.portal: _Portal | None = None   # the added Describe: whose layout it asks
 
-    def plan(self) -> MaskPlan | None:
-        if self.kind == "Q":
-            plans = self.plans
-            return plans[self.k] if plans is not None and self.k < len(plans) else None
-        if self.portal is not None:
-            return self.portal.plan
-        if self.stmt is not None:
-            return self.stmt.plan
+
+def _notes(req: Request | None) -> _Request | None:
+    if req is None:
         return None
+    n = req.notes.get(NOTE)
+    return n if isinstance(n, _Request) else None
 
 
 class _NullAll:
@@ -268,8 +271,8 @@ class _Collect:
 
     passthrough = False
 
-    def __init__(self, entry: _Entry, encoding: str):
-        self.entry = entry
+    def __init__(self, note: _Request, encoding: str):
+        self.note = note
         self.encoding = encoding
 
     def mask_datarow(self, body: bytes) -> bytes:
@@ -284,8 +287,8 @@ class _Collect:
             else:
                 values.append(body[pos:pos + ln].decode(self.encoding, "replace"))
                 pos += ln
-        assert self.entry.rows is not None
-        self.entry.rows.append(tuple(values))
+        assert self.note.rows is not None
+        self.note.rows.append(tuple(values))
         return b""
 
 
@@ -306,6 +309,31 @@ def _fail_closed(plans: list[MaskPlan]) -> list[MaskPlan]:
                      name=p.name, refresh_catalog=p.refresh_catalog) for p in plans]
 
 
+def _is_fail_closed(plan: MaskPlan) -> bool:
+    return plan.columns is None and plan.fallback is not None \
+        and plan.fallback.reason == FAIL_CLOSED
+
+
+def name_effects(plans: Sequence[MaskPlan] | None) -> list[Effect | None]:
+    """What each planned statement does to cursor and prepared statement names, with the
+    plan masking keeps for the name (applied by the exchange on CommandComplete)."""
+    out: list[Effect | None] = []
+    for p in plans or ():
+        if p.kind == "declare" and p.name is not None:
+            # Kept until CLOSE or a rollback, as if WITH HOLD: a forgotten cursor only
+            # masks more, and a later DECLARE of the name replaces it on confirmation.
+            out.append(Effect("declare", p.name, {NOTE: _Portal(p, ())}, holdable=True))
+        elif p.kind == "prepare" and p.name is not None:
+            out.append(Effect("prepare", p.name, {NOTE: _Stmt(p)}))
+        elif p.kind == "close":
+            out.append(Effect("close", p.name))
+        elif p.kind == "deallocate":
+            out.append(Effect("deallocate", p.name))
+        else:
+            out.append(None)
+    return out
+
+
 class ResultMasker:
     """The masking side of one session: plans statements and rewrites what comes back.
 
@@ -313,26 +341,28 @@ class ResultMasker:
         masking: the session's :class:`SessionMasking` (not exempt, active).
         hub: the gateway's :class:`MaskingHub`.
         conn: the connection configuration (catalog cache key).
-        session: the client session (for sending upstream and its transaction status).
+        exchange: the session's protocol state (which request each answer belongs to).
+        send_upstream: sends bytes to PostgreSQL (the catalog reload query).
+        session_id: for the log.
     """
 
     def __init__(self, masking: SessionMasking, hub: MaskingHub, conn: ConnectionConfig,
-                 session: Any):
+                 exchange: Exchange, send_upstream: Callable[[bytes], Awaitable[None]],
+                 session_id: str = ""):
         self.m = masking
         self.hub = hub
         self.conn = conn
-        self.session = session
+        self.exchange = exchange
+        self._send_upstream = send_upstream
+        self.session_id = session_id
         self.encoding = "utf-8"
         self.cache_key: tuple = (conn.name,)
         self.generation = 0
-        self.queue: deque[_Entry] = deque()
-        self.skipping = False     # PostgreSQL is skipping to Sync after an error
         self.stale = False        # DDL was sent: plans are unsafe until the next reload
         self.tried_unknown: set[str] = set()
-        self.statements: dict[str, _Stmt] = {}
-        self.portals: dict[str, _Portal] = {}
         self._next_plans: list[MaskPlan] | None = None
         self._rows: Any = None    # the current result's RowMasker, None = raw bytes
+        self._head: Request | None = None
         self._idle: trio.Event | None = None
 
     # --- start -------------------------------------------------------------------
@@ -399,59 +429,57 @@ class ResultMasker:
         Returns:
             True when the catalog was reloaded; False when no such point could be reached
             (a pipeline without Sync, an aborted transaction, a timeout): the stale flag
-            then stays and results are masked as unproven.
+            stays and results are masked as unproven.
         """
-        if self.queue:
-            last = self.queue[-1]
-            if self.skipping or last.kind not in ("S", "Q", "F", "X"):
+        ex = self.exchange
+        if ex.pending:
+            last = ex.pending[-1]
+            if ex.skipping or last.kind not in (SYNC, QUERY, FUNCTION_CALL):
                 return False
             with trio.move_on_after(SYNC_WAIT_S):
-                while self.queue:
+                while ex.pending:
                     self._idle = trio.Event()
                     await self._idle.wait()
-            if self.queue:
+            if ex.pending:
                 return False
-        if self.session.txn_status == "E":
+        if ex.txn_status == "E":
             return False
         generation = self.hub.generation.get(self.conn.name, 0)
-        entry = _Entry("X")
-        entry.rows = []
-        entry.done = trio.Event()
-        self._push(entry)
-        await self.session._send_upstream(codec.query(CATALOG_QUERY))
+        note = _Request(internal="catalog")
+        note.rows = []
+        note.done = trio.Event()
+        req = ex.client_sent(Query(CATALOG_QUERY), {NOTE: note})
+        self._head_changed()
+        await self._send_upstream(codec.query(CATALOG_QUERY))
         with trio.move_on_after(CATALOG_QUERY_TIMEOUT_S):
-            await entry.done.wait()
-        if not entry.done.is_set() or entry.failed:
-            log.warning("event=masking_catalog_reload_failed session=%s",
-                        self.session.session_id)
+            await note.done.wait()
+        if not note.done.is_set() or req is None or req.failed:
+            log.warning("event=masking_catalog_reload_failed session=%s", self.session_id)
             return False
-        catalog = SqlCatalog.from_rows(entry.rows or ())
+        catalog = SqlCatalog.from_rows(note.rows or ())
         self.m.set_catalog(catalog)
         # SQL PREPAREd statements were planned with the old catalog and PostgreSQL
         # re-plans them after DDL: their results are unproven from now on.
-        prepared = self.m._prepared
-        for name, old in list(prepared.items()):
-            prepared[name] = _fail_closed([old])[0]
+        for st in ex.statements.values():
+            stmt = st.notes.get(NOTE)
+            if st.sql and isinstance(stmt, _Stmt) and stmt.plan is not None:
+                stmt.plan = _fail_closed([stmt.plan])[0]
         self.hub.store(self.cache_key, catalog)
         self.generation = generation
         self.stale = False
         log.info("event=masking_catalog_reloaded session=%s relations=%d",
-                 self.session.session_id, len(catalog.relations))
+                 self.session_id, len(catalog.relations))
         return True
 
     # --- frontend messages ----------------------------------------------------------
 
-    def _push(self, entry: _Entry) -> None:
-        if self.skipping:
-            if entry.kind != "S":
-                return  # PostgreSQL discards it: no answer will come
-            self.skipping = False
-        self.queue.append(entry)
-        if len(self.queue) == 1:
-            self._head_changed()
+    def sent(self, msg: Any, refused: bool, notes: dict[str, Any]) -> list[Effect | None]:
+        """A Query, Parse or FunctionCall is about to go upstream (or its refusal marker):
+        note its plans on the request.
 
-    def sent(self, msg: Any, refused: bool) -> None:
-        """A Query, Parse or FunctionCall is about to go upstream (or its refusal marker)."""
+        Returns:
+            What its statements do to cursor and prepared statement names.
+        """
         plans = None if refused else self._next_plans
         self._next_plans = None
         if plans is not None and any(p.refresh_catalog for p in plans):
@@ -460,97 +488,128 @@ class ResultMasker:
             self.hub.invalidate(self.conn.name)
             self.generation = self.hub.generation[self.conn.name]
         if isinstance(msg, Query):
-            self._push(_Entry("Q", plans))
+            notes[NOTE] = _Request(plans)
         elif isinstance(msg, Parse):
             plan = plans[0] if plans is not None and len(plans) == 1 else None
-            stmt = _Stmt(plan, msg.sql, self.m.catalog)
-            self.statements[msg.name] = stmt
-            self._push(_Entry("P", stmt=stmt))
+            notes[NOTE] = _Stmt(plan, msg.sql, self.m.catalog)
         else:
-            self._push(_Entry("F"))
+            notes[NOTE] = _Request()
+        return name_effects(plans)
 
-    def on_frontend(self, kind: bytes, framer: Framer, start: int, end: int) -> bytes | None:
-        """Track Bind, Describe, Execute, Close and Sync; may add a Describe before an
-        Execute whose row layout nobody asked for (returns the replacement bytes)."""
-        k = kind[0]
-        if k == SYNC:
-            self._push(_Entry("S"))
-            return None
-        msg = framer.decode(kind, start, end)
+    def on_frontend(self, msg: Any, notes: dict[str, Any], raw: bytes) -> bytes | None:
+        """Note Bind, Describe and Execute before they go upstream; may add a Describe
+        before an Execute whose row layout nobody asked for (returns the replacement
+        bytes, *raw* being the Execute's own)."""
+        ex = self.exchange
         if isinstance(msg, Bind):
-            stmt = self.statements.get(msg.statement)
-            if stmt is None:
-                # A statement from SQL PREPARE can be bound too; its plan was tracked by
-                # SessionMasking. Anything else is unknown: fail closed.
-                sql_prepared = self.m._prepared.get(msg.statement)
-                plan = sql_prepared if sql_prepared is not None else None
-            else:
-                plan = stmt.plan
-            portal = _Portal(plan, stmt, msg.result_formats)
-            self.portals[msg.portal] = portal
-            self._push(_Entry("B", portal=portal, stmt=stmt))
+            notes[NOTE] = _Portal(None, msg.result_formats)
         elif isinstance(msg, Describe):
             if msg.target == "S":
-                stmt = self.statements.get(msg.name)
-                if stmt is None:
-                    stmt = self.statements[msg.name] = _Stmt(None)
-                stmt.described = True
-                self._push(_Entry("DS", stmt=stmt))
+                stmt = _expected(ex.expected_statements(msg.name), _Stmt)
+                if stmt is not None:
+                    stmt.described = True
             else:
-                portal = self.portals.get(msg.name)
-                if portal is None:
-                    portal = self.portals[msg.name] = _Portal(None, None, ())
-                portal.described = True
-                self._push(_Entry("DP", portal=portal))
+                portal = _expected(ex.expected_portals(msg.name), _Portal)
+                if portal is not None:
+                    portal.described = True
         elif isinstance(msg, Execute):
-            portal = self.portals.get(msg.portal)
-            if portal is None:
-                portal = self.portals[msg.portal] = _Portal(None, None, ())
-            extra = None
-            if not portal.described and not (portal.stmt is not None
-                                             and portal.stmt.described):
+            portal = _expected(ex.expected_portals(msg.portal), _Portal)
+            stmt = self._bound_statement(msg.portal)
+            if (portal is None or not portal.described) and not (
+                    stmt is not None and stmt.described):
                 # Nobody described this portal: ask for its RowDescription ourselves (the
                 # answer is not forwarded) so the rows can be masked by column.
-                portal.described = True
-                self._push(_Entry("XD", portal=portal))
-                extra = codec.describe("P", msg.portal)
-            self._push(_Entry("E", portal=portal))
-            if extra is not None:
-                return extra + bytes(framer.buf[start:end])
-        elif isinstance(msg, Close):
-            if msg.target == "S":
-                self.statements.pop(msg.name, None)
-            else:
-                self.portals.pop(msg.name, None)
-            self._push(_Entry("C"))
+                if portal is not None:
+                    portal.described = True
+                describe = Describe("P", msg.portal)
+                ex.client_sent(describe, {NOTE: _Request(internal="describe")})
+                notes[NOTE] = _Request()
+                return codec.describe("P", msg.portal) + raw
+            notes[NOTE] = _Request()
+        elif isinstance(msg, Sync | Close):
+            notes[NOTE] = _Request()
+        return None
+
+    def _bound_statement(self, portal_name: str) -> _Stmt | None:
+        """The statement a portal will run, as far as is known before the answers."""
+        ex = self.exchange
+        for req in reversed(ex.pending):
+            if req.kind == BIND and req.name == portal_name:
+                return _expected(ex.expected_statements(req.source), _Stmt)
+        bound = ex.portals.get(portal_name)
+        if bound is not None and bound.statement is not None:
+            stmt = bound.statement.notes.get(NOTE)
+            return stmt if isinstance(stmt, _Stmt) else None
         return None
 
     # --- backend messages (backend task) --------------------------------------------
 
-    def _head_changed(self) -> None:
-        q = self.queue
-        if not q:
+    def _head_changed(self, head: Request | None = None) -> None:
+        """Follow the request whose answers arrive now (*head*, else the exchange's head):
+        the row rewriter of its result."""
+        if head is None:
+            head = self.exchange.head
+        if head is self._head:
+            return
+        self._head = head
+        if head is None:
             self._rows = None
             if self._idle is not None:
                 self._idle.set()
             return
-        head = q[0]
-        if head.kind == "E":
+        note = _notes(head)
+        if head.kind == EXECUTE:
             self._rows = self._portal_rows(head.portal)
-        elif head.kind == "X":
-            self._rows = _Collect(head, self.encoding)
+        elif note is not None and note.internal == "catalog":
+            self._rows = _Collect(note, self.encoding)
         else:
             self._rows = None
 
-    def _pop(self) -> None:
-        if self.queue:
-            self.queue.popleft()
-        self._head_changed()
+    def _rebound(self, plan: MaskPlan | None) -> MaskPlan | None:
+        """FETCH, MOVE and EXECUTE show the plan of their cursor or prepared statement, as
+        PostgreSQL knows it now (the answer is arriving: every earlier one is in)."""
+        if plan is None or plan.kind not in ("fetch", "move", "execute") \
+                or _is_fail_closed(plan):
+            return plan
+        ex = self.exchange
+        if plan.kind == "execute":
+            st = ex.statements.get(plan.name or "")
+            src = st.notes.get(NOTE) if st is not None else None
+        else:
+            p = ex.portals.get(plan.name or "")
+            src = p.notes.get(NOTE) if p is not None else None
+            if isinstance(src, _Portal) and p is not None and p.statement is not None:
+                src = p.statement.notes.get(NOTE)
+        return rebind(plan, src.plan if isinstance(src, _Stmt | _Portal) else None)
 
-    def _portal_plan(self, portal: _Portal) -> MaskPlan | None:
+    def _request_plan(self, req: Request | None) -> MaskPlan | None:
+        if req is None:
+            return None
+        if req.kind == QUERY:
+            note = _notes(req)
+            plans = note.plans if note is not None else None
+            k = req.current
+            return self._rebound(plans[k]) if plans is not None and k < len(plans) else None
+        if req.portal is not None:
+            return self._portal_plan(req.portal)
+        if req.statement is not None:
+            stmt = req.statement.notes.get(NOTE)
+            return stmt.plan if isinstance(stmt, _Stmt) else None
+        if req.kind == PARSE:
+            stmt = req.notes.get(NOTE)
+            return stmt.plan if isinstance(stmt, _Stmt) else None
+        return None
+
+    def _portal_plan(self, portal: Portal) -> MaskPlan | None:
         """The portal's plan, checked against DDL sent since its statement was planned."""
-        plan = portal.plan
-        stmt = portal.stmt
+        mp = portal.notes.get(NOTE)
+        st = portal.statement
+        stmt = st.notes.get(NOTE) if st is not None else None
+        if isinstance(stmt, _Stmt):
+            plan = stmt.plan
+        else:
+            plan = self._rebound(mp.plan) if isinstance(mp, _Portal) else None
+            stmt = None
         if self.stale:
             return _fail_closed([plan])[0] if plan is not None else None
         if stmt is not None and stmt.sql is not None and stmt.catalog is not self.m.catalog:
@@ -558,32 +617,45 @@ class ResultMasker:
             fresh = self.m.plan(stmt.sql)
             plan = fresh[0] if isinstance(fresh, list) and len(fresh) == 1 else None
             stmt.plan, stmt.catalog = plan, self.m.catalog
-            portal.plan = plan
         return plan
 
-    def _portal_rows(self, portal: _Portal | None) -> Any:
+    def _portal_rows(self, portal: Portal | None) -> Any:
         if portal is None:
             return _NullAll()
-        if portal.rows is False:
-            fields = portal.fields
-            if fields is None and portal.stmt is not None and portal.stmt.fields is not None:
-                fields = _with_formats(portal.stmt.fields, portal.formats)
+        mp = portal.notes.get(NOTE)
+        if not isinstance(mp, _Portal):
+            mp = portal.notes[NOTE] = _Portal(None, ())
+        if mp.rows is False:
+            fields = mp.fields
+            st = portal.statement
+            stmt = st.notes.get(NOTE) if st is not None else None
+            if fields is None and isinstance(stmt, _Stmt) and stmt.fields is not None:
+                fields = _with_formats(stmt.fields, mp.formats)
             if fields is None:
-                portal.rows = _NullAll()
+                mp.rows = _NullAll()
             else:
                 rm = self.m.row_masker(self._portal_plan(portal), fields)
-                portal.rows = None if rm.passthrough else rm
-        return portal.rows
+                mp.rows = None if rm.passthrough else rm
+        return mp.rows
 
     def on_backend(self, kind: bytes, framer: Framer, start: int, end: int,
-                   replacement: bytes | None) -> bytes | None:
+                   replacement: bytes | None, req: Request | None) -> bytes | None:
         """Rewrite one upstream message for the client.
+
+        Args:
+            req: the request the message answers, as the exchange said when it was fed
+                (DataRow and the messages that answer nothing are not fed: None).
 
         Returns:
             Replacement bytes, ``b""`` to drop the message, or *replacement* as given
             (None: forward the original bytes).
         """
-        if kind[0] == DATA_ROW:
+        k = kind[0]
+        if k == DATA_ROW:
+            if self.exchange.head is not self._head:
+                # The frontend task queued a request on an empty queue (an Execute): its
+                # rows are these.
+                self._head_changed()
             rows = self._rows
             if rows is None:
                 return replacement
@@ -594,15 +666,20 @@ class ResultMasker:
             if not new:
                 return b""
             return b"D" + _I32.pack(len(new) + 4) + new
-        return self._other(kind[0], kind, framer, start, end, replacement)
+        # The request this answers may have reached the head without this masker seeing it
+        # (queued on an empty queue by the frontend task).
+        self._head_changed(req)
+        try:
+            return self._other(k, kind, framer, start, end, replacement, req)
+        finally:
+            self._head_changed()
 
     def _other(self, k: int, kind: bytes, framer: Framer, start: int, end: int,
-               replacement: bytes | None) -> bytes | None:
-        q = self.queue
-        head = q[0] if q else None
-        internal = head is not None and head.kind == "X"
+               replacement: bytes | None, req: Request | None) -> bytes | None:
+        head = self.exchange.head
         if k == NOTICE_RESPONSE:
-            if internal:
+            note = _notes(head)
+            if note is not None and note.internal == "catalog":
                 return b""
             return self._scrub(kind, framer, start, end, head)
         if k == PARAMETER_STATUS:  # not an answer to anything
@@ -613,111 +690,100 @@ class ResultMasker:
             return replacement
         if k == NOTIFICATION_RESPONSE:  # the payload is any text
             return self._notification(framer, start, end)
-        if head is None:
+        if k == COPY_DATA:
+            req = head  # not fed to the exchange (part of the result in progress)
+        if req is None:
             if k == ERROR_RESPONSE:
                 return replacement if replacement is not None else \
                     self._scrub(kind, framer, start, end, None)
             return replacement
-        hk = head.kind
+        note = _notes(req)
+        internal = note.internal if note is not None else ""
+        rk = req.kind
         if k == ERROR_RESPONSE:
-            out = replacement if replacement is not None else (
-                b"" if internal else self._scrub(kind, framer, start, end, head))
-            if internal:
-                head.failed = True
-            elif hk == "Q":
-                head.copy = None
+            if internal == "catalog":
+                return b""  # req.failed is set: the reload is abandoned
+            # An added Describe's error stands for the client's Execute (which PostgreSQL
+            # now skips): it is forwarded like any other.
+            out = replacement if replacement is not None else \
+                self._scrub(kind, framer, start, end, req)
+            if rk == QUERY and note is not None:
+                note.copy = None
                 self._rows = None
-            elif hk in ("S", "F"):
-                pass   # a failed COMMIT at Sync, or FunctionCall: ReadyForQuery follows
-            else:
-                # Extended protocol: PostgreSQL now skips everything up to Sync.
-                while q and q[0].kind != "S":
-                    q.popleft()
-                if not q:
-                    self.skipping = True
-                self._head_changed()
             return out
-        if hk == "Q":
-            return self._query_message(k, kind, framer, start, end, head, replacement)
-        if hk == "X":
+        if internal == "catalog":
             if k == READY_FOR_QUERY:
-                self._pop()
-                head.rows = head.rows or []
-                assert head.done is not None
-                head.done.set()
+                note.rows = note.rows or []
+                assert note.done is not None
+                note.done.set()
             return b""
-        if hk == "E":
-            if k == COMMAND_COMPLETE or k == PORTAL_SUSPENDED or k == EMPTY_QUERY_RESPONSE:
-                self._pop()
-            elif k == COPY_OUT_RESPONSE or k == COPY_DATA or k == COPY_DONE:
-                return self._copy(k, kind, framer, start, end, head, replacement)
+        if rk == QUERY:
+            return self._query_message(k, kind, framer, start, end, req, note, replacement)
+        if rk == EXECUTE:
+            if k == COPY_OUT_RESPONSE or k == COPY_DATA or k == COPY_DONE:
+                return self._copy(k, kind, framer, start, end, req, note, replacement)
             return replacement
-        if hk == "DS":
-            if k == ROW_DESCRIPTION:
-                head.stmt.fields = _fields(framer.decode(kind, start, end))
-                self._pop()
-            elif k == NO_DATA:
-                head.stmt.fields = ()
-                self._pop()
-            return replacement
-        if hk == "DP" or hk == "XD":
+        if rk == DESCRIBE:
             if k == ROW_DESCRIPTION or k == NO_DATA:
-                portal = head.portal
-                portal.fields = _fields(framer.decode(kind, start, end)) if k == ROW_DESCRIPTION else ()
-                portal.rows = False
-                self._pop()
-                return b"" if hk == "XD" else replacement
-            return replacement
-        if hk in ("P", "B", "C"):
-            if k == PARSE_COMPLETE or k == BIND_COMPLETE or k == CLOSE_COMPLETE:
-                self._pop()
-            return replacement
-        if hk == "S" or hk == "F":
-            if k == READY_FOR_QUERY:
-                self._pop()
-            return replacement
+                fields = _fields(framer.decode(kind, start, end)) if k == ROW_DESCRIPTION \
+                    else ()
+                if req.target == "S":
+                    stmt = req.statement.notes.get(NOTE) if req.statement else None
+                    if isinstance(stmt, _Stmt):
+                        stmt.fields = fields
+                elif req.portal is not None:
+                    mp = req.portal.notes.get(NOTE)
+                    if not isinstance(mp, _Portal):
+                        mp = req.portal.notes[NOTE] = _Portal(None, ())
+                    mp.fields = fields
+                    mp.rows = False
+                return b"" if internal == "describe" else replacement
+            return b"" if internal == "describe" else replacement
         return replacement
 
     def _query_message(self, k: int, kind: bytes, framer: Framer, start: int, end: int,
-                       head: _Entry, replacement: bytes | None) -> bytes | None:
+                       req: Request, note: _Request | None,
+                       replacement: bytes | None) -> bytes | None:
         if k == ROW_DESCRIPTION:
-            rm = self.m.row_masker(head.plan(), _fields(framer.decode(kind, start, end)))
+            rm = self.m.row_masker(self._request_plan(req),
+                                   _fields(framer.decode(kind, start, end)))
             self._rows = None if rm.passthrough else rm
         elif k == COMMAND_COMPLETE:
-            head.k += 1
-            head.copy = None
+            if note is not None:
+                note.copy = None
             self._rows = None
-        elif k == READY_FOR_QUERY:
-            self._pop()
         elif k == COPY_OUT_RESPONSE or k == COPY_DATA or k == COPY_DONE:
-            return self._copy(k, kind, framer, start, end, head, replacement)
+            return self._copy(k, kind, framer, start, end, req, note, replacement)
         return replacement
 
     def _copy(self, k: int, kind: bytes, framer: Framer, start: int, end: int,
-              head: _Entry, replacement: bytes | None) -> bytes | None:
+              req: Request, note: _Request | None,
+              replacement: bytes | None) -> bytes | None:
+        if note is None:
+            note = req.notes[NOTE] = _Request()
         buf = framer.buf
         if k == COPY_OUT_RESPONSE:
             ncols = _I16.unpack_from(buf, start + 6)[0]
-            plan = self._portal_plan(head.portal) if head.portal is not None else head.plan()
+            plan = self._request_plan(req)
             cm = self.m.copy_masker(plan, ncols, binary=buf[start + 5] == 1)
-            head.copy = None if cm.passthrough else cm
+            note.copy = None if cm.passthrough else cm
             return replacement
-        cm = head.copy
+        cm = note.copy
         if cm is None:
             return replacement
         if k == COPY_DATA:
             out = cm.feed(bytes(buf[start + 5:end]))
             return codec.message(b"d", out) if out else b""
         # CopyDone: whatever incomplete row is left, masked, then CopyDone.
-        head.copy = None
+        note.copy = None
         tail = cm.finish()
         raw = bytes(buf[start:end])
         return (codec.message(b"d", tail) + raw) if tail else replacement
 
     def _scrub(self, kind: bytes, framer: Framer, start: int, end: int,
-               head: _Entry | None) -> bytes | None:
+               req: Request | None) -> bytes | None:
         fields = framer.decode(kind, start, end).fields
-        plan = head.plan() if head is not None else None
+        plan = self._request_plan(req)
         new = self.m.mask_error_fields(fields, plan)
         if new == fields:
             return None
@@ -736,6 +802,15 @@ class ResultMasker:
             return None
         return codec.message(b"A", _I32.pack(pid) + channel + b"\0"
                              + new.encode(self.encoding, "replace") + b"\0")
+
+
+def _expected(candidates, cls):
+    """The newest of the candidate notes (see Exchange.expected_statements) of type *cls*."""
+    for notes in candidates:
+        n = notes.get(NOTE)
+        if isinstance(n, cls):
+            return n
+    return None
 
 
 FUNCTION_CALL_REFUSED = PolicyDenied(

@@ -64,6 +64,7 @@ _COPY_TEXT_OID = 25
 _COPY_BINARY_OID = 17
 _CACHE_ENTRIES = 256
 _MAX_PREPARED = 10000
+RECORD = "record"   # the tap's key in the exchange's notes
 # No detector matches fewer than seven digits and nothing else (the shortest, phone, needs
 # seven digits and a separator or a "+"; plain integers never match): skip the scan.
 _SHORT_NUMBER_LEN = 7
@@ -138,8 +139,10 @@ class SessionTap:
         self.sync_results = recorder.cfg.fsync == "always"
         self._detectors = self._session_detectors(session)
         self._encoding = "utf-8"
-        # Extended protocol: a statement is recorded at its Bind, with the parameters.
-        self._prepared: dict[str, dict[str, Any]] = {}
+        # Extended protocol: a statement is recorded at its Bind, with the parameters; the
+        # record of a Parse is noted with the statement on the exchange (key "record").
+        # Records of statements parsed but not bound yet wait here.
+        self._exchange = session.exchange
         self._unbound: dict[str, dict[str, Any]] = {}
         self._result: _Result | None = None
         self._rest = b""
@@ -255,13 +258,15 @@ class SessionTap:
             tls=bool(s.tls),
         )
 
-    async def statement(self, msg: Query | Parse | FunctionCall, verdict: Verdict | None
-                        ) -> None:
+    async def statement(self, msg: Query | Parse | FunctionCall, verdict: Verdict | None,
+                        notes: dict[str, Any] | None = None) -> None:
         """Record a statement and its decision (extended protocol: at its Bind).
 
         Args:
             msg: the client's Query, Parse or FunctionCall.
             verdict: None when the guard let it through, else the guard's verdict.
+            notes: the notes of the request on the exchange (a Parse's record is kept
+                there, for its Binds).
         """
         if isinstance(msg, Query):
             await self._record_map("statement", self._decision(msg.sql, "simple", verdict))
@@ -274,13 +279,9 @@ class SessionTap:
             old = self._unbound.pop(msg.name, None)
             if old is not None:
                 await self._record_map("statement", old)  # parsed again before any Bind
-            self._prepared.pop(msg.name, None)  # re-insert: the dict stays oldest first
-            self._prepared[msg.name] = fields
+            if notes is not None:
+                notes[RECORD] = fields
             self._unbound[msg.name] = fields
-            if len(self._prepared) > _MAX_PREPARED:
-                # A client that never closes its statements must not grow the tap without
-                # bound; a later Bind of a forgotten one is recorded as "statement not seen".
-                self._prepared.pop(next(iter(self._prepared)))
             if len(self._unbound) > _MAX_PREPARED:
                 name = next(iter(self._unbound))
                 await self._record_map("statement", self._unbound.pop(name))
@@ -294,7 +295,8 @@ class SessionTap:
         Args:
             msg: the client's Bind.
         """
-        base = self._prepared.get(msg.statement)
+        base = next((n[RECORD] for n in self._exchange.expected_statements(msg.statement)
+                     if RECORD in n), None)
         self._unbound.pop(msg.statement, None)
         if base is None:
             # Parsed before the tap existed, or never: record what is known.

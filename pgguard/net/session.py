@@ -28,16 +28,22 @@ from ..errors import (
     UnknownConnection,
 )
 from ..wire import codec
+from ..wire.exchange import Exchange
 from ..wire.framer import NEED_DATA, Framer, StartupFramer
 from ..wire.messages import (
     AUTH_CLEARTEXT,
     AUTH_OK,
     BIND,
     CLOSE,
+    COMMAND_COMPLETE,
+    COPY_DATA,
+    DATA_ROW,
     DESCRIBE,
     ERROR_RESPONSE,
     EXECUTE,
     FUNCTION_CALL,
+    NOTICE_RESPONSE,
+    NOTIFICATION_RESPONSE,
     PARAMETER_STATUS,
     PARSE,
     QUERY,
@@ -46,9 +52,12 @@ from ..wire.messages import (
     TERMINATE,
     CancelRequest,
     GSSENCRequest,
+    Parse,
     PasswordMessage,
+    Query,
     SSLRequest,
     StartupMessage,
+    Sync,
 )
 from ..wire.state import ALLOWED, Phase, expect
 from . import backend
@@ -64,8 +73,15 @@ log = logging.getLogger(__name__)
 
 RECEIVE_SIZE = 65536
 READY_KINDS = ALLOWED[Phase.READY]
-SKIPPED_AFTER_ERROR = frozenset((PARSE, BIND, DESCRIBE, EXECUTE, CLOSE))  # PostgreSQL discards these until Sync after an error
-MASKING_TRACKED = frozenset((BIND, DESCRIBE, EXECUTE, CLOSE, SYNC))
+# Frontend messages PostgreSQL answers, besides Query, Parse and FunctionCall (which the
+# guard checks first): the exchange follows them.
+EXCHANGE_KINDS = frozenset((BIND, DESCRIBE, EXECUTE, CLOSE, SYNC))
+SYNC_MESSAGE = Sync()
+# Backend messages that answer no request (or are part of a result the exchange does not
+# need to see): not fed to the exchange, so the row hot path stays a byte copy.
+UNOWNED_KINDS = frozenset((DATA_ROW, COPY_DATA, NOTICE_RESPONSE, PARAMETER_STATUS,
+                           NOTIFICATION_RESPONSE))
+DECODED_KINDS = frozenset((READY_FOR_QUERY, COMMAND_COMPLETE))
 
 # Startup parameters a client may pass through to PostgreSQL. Anything that changes who
 # the session runs as is refused; unknown ones are dropped (a GUC set at startup would
@@ -195,13 +211,19 @@ class ClientSession:
         self._send_lock = trio.StrictFIFOLock()
         self.bytes_in = 0
         self.bytes_out = 0
-        self.txn_status = "I"
+        # The protocol state: what PostgreSQL owes, which names it knows (wire/exchange).
+        self.exchange = Exchange()
         self.guard: Guard | None = None
         # Errors the backend pump must replace, in order: (marker, replacement bytes).
         self.rewrites: deque[tuple[bytes, bytes]] = deque()
         self.end_reason = "client closed"
         self.state = "startup"
         self.tap = None  # the session's recorder tap (net/recording.py) when recording is on
+
+    @property
+    def txn_status(self) -> str:
+        """The transaction status of the last ReadyForQuery ('I', 'T' or 'E')."""
+        return self.exchange.txn_status
 
     # --- sending ------------------------------------------------------------------
 
@@ -438,7 +460,8 @@ class ClientSession:
         await self.send_error(CredentialsExpired("pgguard: credentials expired"))
         scope.cancel()
 
-    async def _send_upstream(self, data: bytes) -> None:
+    async def send_upstream(self, data: bytes) -> None:
+        """Send bytes to PostgreSQL (the frontend pump's, and masking's own queries)."""
         assert self.link_io is not None
         await self.link_io.send_all(data)
 
@@ -447,7 +470,8 @@ class ClientSession:
         guard = self.guard
         assert guard is not None
         observe = guard.observes_results
-        skipping = False
+        exchange = self.exchange
+        send_upstream = self.send_upstream
         while True:
             out = _Outgoing(framer.buf)
             while (frame := framer.next_frame()) is not None:
@@ -456,50 +480,59 @@ class ClientSession:
                 if k not in READY_KINDS:
                     expect(Phase.READY, k)  # raises ProtocolViolation
                 replacement: bytes | None = None
-                if skipping:
-                    if k in SKIPPED_AFTER_ERROR:
-                        replacement = b""
-                    elif k == SYNC:
-                        skipping = False
-                elif k == QUERY or k == PARSE or k == FUNCTION_CALL:
+                if k == QUERY or k == PARSE or k == FUNCTION_CALL:
                     msg = framer.decode(kind, start, end)
                     if observe and guard.wants_catalog(msg):
                         # Masking reloads the catalog (after DDL) before planning: what
                         # came before must reach PostgreSQL and be answered first.
                         if pending := out.take():
-                            await self._send_upstream(pending)
+                            await send_upstream(pending)
                         await guard.reload_catalog()
                     verdict = guard.check(msg)
+                    sent = msg
                     if verdict is not None:
                         if verdict.hold:
                             # Send what came before, then wait for a human.
                             if pending := out.take():
-                                await self._send_upstream(pending)
+                                await send_upstream(pending)
                             verdict = await guard.wait_for_approval(verdict)
                         if verdict.refuse is not None:
-                            replacement = self._refusal(kind, msg, verdict)
-                            skipping = k == PARSE
-                    guard.note_sent(msg, verdict)
+                            replacement, sent = self._refusal(kind, msg, verdict)
+                    notes: dict = {}
+                    effects = guard.note_sent(msg, verdict, notes)
+                    exchange.client_sent(sent, notes, effects)
+                    if sent is not msg and k == PARSE:
+                        exchange.expect_failure()  # the marker fails: skip to Sync
                     if self.tap is not None:
-                        await self.tap.statement(msg, verdict)
-                elif k == BIND and self.tap is not None:  # parameters for the record
-                    await self.tap.bind(framer.decode(kind, start, end))
+                        await self.tap.statement(msg, verdict, notes)
+                elif k in EXCHANGE_KINDS:
+                    if exchange.skipping and k != SYNC:
+                        # PostgreSQL discards it until Sync (after an error, or a refused
+                        # Parse): it need not even see it.
+                        replacement = b""
+                    else:
+                        msg = SYNC_MESSAGE if k == SYNC else framer.decode(kind, start, end)
+                        notes = {}
+                        if k == BIND and self.tap is not None:  # parameters for the record
+                            await self.tap.bind(msg)
+                        if observe:
+                            # Masking notes statements and portals; it may add a Describe
+                            # before an Execute.
+                            replacement = guard.on_frontend(msg, notes,
+                                                            bytes(framer.buf[start:end]))
+                        exchange.client_sent(msg, notes)
                 elif k == TERMINATE:
                     out.put(codec.terminate())
-                    await self._send_upstream(out.take())
+                    await send_upstream(out.take())
                     self.end_reason = "client terminated"
                     scope.cancel()
                     return
-                if observe and replacement is None and k in MASKING_TRACKED:
-                    # Masking maps each result to its plan through statements, portals
-                    # and Syncs; it may add a Describe before an Execute.
-                    replacement = guard.on_frontend(kind, framer, start, end)
                 if replacement is None:
                     out.keep(start, end)
                 else:
                     out.put(replacement)
             if pending := out.take():
-                await self._send_upstream(pending)
+                await send_upstream(pending)
             data = await self._receive_client()
             if not data:
                 self.end_reason = "client disconnected"
@@ -507,24 +540,25 @@ class ClientSession:
                 return
             framer.feed(data)
 
-    def _refusal(self, kind: bytes, msg, verdict: Verdict) -> bytes:
+    def _refusal(self, kind: bytes, msg, verdict: Verdict) -> tuple[bytes, Query | Parse]:
         """Replace a refused statement with one that fails in PostgreSQL's parser.
 
         Sending a statement that fails upstream (and rewriting its error on the way back)
         keeps every pipelined response in order and fails an open transaction exactly as
         PostgreSQL would, without the refused text ever reaching the database.
+
+        Returns:
+            The bytes to send and the message they are.
         """
         marker = f"pgguard_refused_{secrets.token_hex(6)}"
         exc = verdict.refuse
         assert exc is not None
         self.rewrites.append((marker.encode(), codec.error_response(
             "ERROR", exc.sqlstate, exc.message, exc.detail, exc.hint)))
-        if kind[0] == QUERY:
-            return codec.query(marker)
         if kind[0] == PARSE:
-            return codec.parse(msg.name, marker)
+            return codec.parse(msg.name, marker), Parse(msg.name, marker, ())
         # FunctionCall has no SQL to replace: run the marker as a simple query instead.
-        return codec.query(marker)
+        return codec.query(marker), Query(marker)
 
     async def _pump_backend(self, scope: trio.CancelScope) -> None:
         assert self.link is not None
@@ -534,6 +568,7 @@ class ClientSession:
         guard = self.guard
         assert guard is not None
         observe = guard.observes_results
+        exchange = self.exchange
         while True:
             buf = framer.buf
             out = _Outgoing(buf)
@@ -541,14 +576,16 @@ class ClientSession:
                 kind, start, end = frame
                 k = kind[0]
                 replacement: bytes | None = None
-                if k == READY_FOR_QUERY:
-                    self.txn_status = chr(buf[start + 5])
+                req = None
+                if k not in UNOWNED_KINDS:
+                    req = exchange.server_sent(
+                        k, framer.decode(kind, start, end) if k in DECODED_KINDS else None)
+                    if k == ERROR_RESPONSE and self.rewrites:
+                        replacement = self._rewritten_error(buf, start, end)
                 elif k == PARAMETER_STATUS:
                     self._parameter_status(framer.decode(kind, start, end))
-                elif k == ERROR_RESPONSE and self.rewrites:
-                    replacement = self._rewritten_error(buf, start, end)
                 if observe:
-                    replacement = guard.on_backend(kind, framer, start, end, replacement)
+                    replacement = guard.on_backend(kind, framer, start, end, replacement, req)
                 if replacement is None:
                     out.keep(start, end)
                 else:
