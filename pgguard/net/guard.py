@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
@@ -18,9 +18,11 @@ from .. import policy
 from ..approvals import held_notice
 from ..config import ConnectionConfig
 from ..errors import GatewayError, PolicyDenied, QueryCanceled
+from ..masking.hub import hub_for
 from ..wire.exchange import Effect, Exchange, Notes, Request
 from ..wire.messages import FunctionCall, Parse, Query
-from .masker import FUNCTION_CALL_REFUSED, ResultMasker, hub_for
+from .masker import FUNCTION_CALL_REFUSED, ResultMasker
+from .services import Services
 
 if TYPE_CHECKING:
     from ..identity import Identity
@@ -42,14 +44,44 @@ class Verdict:
     classification: policy.Classification | None = None
 
 
+class ApprovalTap(Protocol):
+    """Records the approval steps of a held statement (``net.recording.SessionTap``)."""
+
+    async def approval(self, type: str, **fields: Any) -> None: ...
+
+
+class GuardedSession(Protocol):
+    """What the guard needs of its session."""
+
+    session_id: str
+    exchange: Exchange
+
+    @property
+    def tap(self) -> ApprovalTap | None: ...
+
+    async def notice(self, text: str) -> None: ...
+
+    async def send_upstream(self, data: bytes) -> None: ...
+
+
+def guard_for(services: Services, conn: ConnectionConfig, identity: Identity,
+              session: GuardedSession) -> Guard | None:
+    """The guard of a new session, or None when no grant of *conn* names the user's
+    groups."""
+    pol = services.policy_for(conn)
+    if not pol.grants_for(identity.groups):
+        return None
+    return Guard(services, conn, identity, session, pol)
+
+
 class Guard:
     """Decides, for one session, what may run."""
 
     observes_results = False
 
-    def __init__(self, gateway, conn: ConnectionConfig, identity: Identity, session,
-                 pol: policy.Policy):
-        self.gateway = gateway
+    def __init__(self, services: Services, conn: ConnectionConfig, identity: Identity,
+                 session: GuardedSession, pol: policy.Policy):
+        self.services = services
         self.conn = conn
         self.identity = identity
         self.session = session
@@ -70,7 +102,7 @@ class Guard:
         # keep the raw byte path.
         self.masking: SessionMasking | None = None
         self.masker: ResultMasker | None = None
-        hub = hub_for(gateway)
+        hub = hub_for(services)
         if hub.active:
             self.masking = hub.session(self.groups)
             if self.masking is not None:
@@ -138,7 +170,7 @@ class Guard:
 
     def _verdict(self, decision: policy.Decision, sql: str, protocol: str) -> Verdict:
         verdict = Verdict(decision, sql, protocol)
-        if decision.action == "review" and self.gateway.approvals is not None:
+        if decision.action == "review" and self.services.approvals is not None:
             verdict.hold = True
             return verdict
         verdict.refuse = PolicyDenied(policy.deny_message(decision, self.conn.name),
@@ -150,8 +182,8 @@ class Guard:
 
     async def wait_for_approval(self, verdict: Verdict) -> Verdict:
         """Hold the statement until an approver decides, the timeout, or a cancel."""
-        approvals = self.gateway.approvals
-        assert verdict.decision is not None
+        approvals = self.services.approvals
+        assert verdict.decision is not None and approvals is not None
         try:
             req = await approvals.submit(
                 user=self.identity.user, groups=list(self.groups), connection=self.conn.name,
@@ -173,7 +205,7 @@ class Guard:
         with trio.CancelScope() as scope:
             self._held = scope
             try:
-                final = await approvals.wait(req.id, self.gateway.cfg.approvals.timeout_s)
+                final = await approvals.wait(req.id, self.services.cfg.approvals.timeout_s)
             except GatewayError as exc:
                 verdict.hold = False
                 verdict.refuse = exc

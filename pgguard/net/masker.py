@@ -25,17 +25,16 @@ from __future__ import annotations
 
 import logging
 import struct
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ..config import MaskingConfig
-from ..errors import ConfigError, ConnectionFailure, PolicyDenied
+from ..errors import ConnectionFailure, PolicyDenied
 from ..masking import CATALOG_QUERY, MaskPlan, Refusal, SessionMasking, SqlCatalog, rebind
+from ..masking.hub import CATALOG_TTL_S, MaskingHub, attach_masking, hub_for, masking_configured
 from ..masking.rewrite import RowMasker, python_encoding
-from ..masking.rules import Mask, load_hash_key
+from ..masking.rules import Mask
 from ..wire import codec
 from ..wire.exchange import Effect, Exchange, Portal, Request
 from ..wire.messages import (
@@ -76,101 +75,19 @@ if TYPE_CHECKING:
     from ..wire.framer import Framer
     from .backend import BackendLink
 
+__all__ = ["CATALOG_TTL_S", "FUNCTION_CALL_REFUSED", "MaskingHub", "ResultMasker",
+           "attach_masking", "fetch_catalog", "hub_for", "masking_configured"]
+
 log = logging.getLogger(__name__)
 
 _I16 = struct.Struct("!h")
 _I32 = struct.Struct("!i")
 _NULL = b"\xff\xff\xff\xff"
 
-CATALOG_TTL_S = 30.0          # a new session reuses a catalog loaded this recently
 SYNC_WAIT_S = 30.0            # how long a catalog reload waits for in-flight results
 CATALOG_QUERY_TIMEOUT_S = 15.0
 
 FAIL_CLOSED = "unproven: catalog out of date"
-
-
-def masking_configured(cfg: MaskingConfig) -> bool:
-    """True when the configuration asks for masking: rules, or a ``[masking]`` section
-    with detectors (all six unless ``detectors`` says otherwise).
-
-    Without a ``[masking]`` section the default detector list stays off, so gateways
-    that mask nothing keep the raw byte path.
-    """
-    return bool(cfg.rules) or (cfg.present and bool(cfg.detectors))
-
-
-class MaskingHub:
-    """What all sessions of a gateway share for masking: the HMAC key and the catalogs.
-
-    Args:
-        cfg: the ``[masking]`` configuration.
-
-    Raises:
-        ConfigError: ``masking.hash_key_file`` cannot be read or is empty.
-    """
-
-    def __init__(self, cfg: MaskingConfig):
-        self.cfg = cfg
-        self.active = masking_configured(cfg)
-        self.key = b""
-        if self.active:
-            try:
-                self.key = load_hash_key(cfg)
-            except (OSError, ValueError) as exc:
-                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-                raise ConfigError("masking.hash_key_file",
-                                  f"cannot read the key {cfg.hash_key_file}: {reason}") from None
-        self._catalogs: dict[tuple, tuple[float, int, SqlCatalog]] = {}
-        self.generation: dict[str, int] = {}
-
-    def session(self, groups: Sequence[str]) -> SessionMasking | None:
-        """A :class:`SessionMasking` for a user, or None when nothing is masked for them."""
-        if not self.active:
-            return None
-        m = SessionMasking(self.cfg, groups, hash_key=self.key)
-        return m if m.active else None
-
-    def cached(self, key: tuple) -> SqlCatalog | None:
-        """A catalog loaded for *key* less than :data:`CATALOG_TTL_S` ago and not since
-        invalidated by DDL through this gateway."""
-        hit = self._catalogs.get(key)
-        if hit is None:
-            return None
-        loaded, gen, catalog = hit
-        if time.monotonic() - loaded > CATALOG_TTL_S or gen != self.generation.get(key[0], 0):
-            return None
-        return catalog
-
-    def store(self, key: tuple, catalog: SqlCatalog) -> None:
-        self._catalogs[key] = (time.monotonic(), self.generation.get(key[0], 0), catalog)
-
-    def invalidate(self, conn_name: str) -> None:
-        """DDL ran on *conn_name*: catalogs cached for it are out of date."""
-        self.generation[conn_name] = self.generation.get(conn_name, 0) + 1
-
-
-def attach_masking(gateway: Any) -> MaskingHub:
-    """Create the gateway's :class:`MaskingHub` (reads the hash key: call at start).
-
-    Raises:
-        ConfigError: the hash key file cannot be read.
-    """
-    hub = MaskingHub(gateway.cfg.masking)
-    gateway.masking = hub
-    return hub
-
-
-def hub_for(gateway: Any) -> MaskingHub:
-    """The gateway's hub, created on first use when start-up did not attach one."""
-    hub = getattr(gateway, "masking", None)
-    if hub is None or hub.cfg is not gateway.cfg.masking:
-        try:
-            hub = attach_masking(gateway)
-        except ConfigError as exc:
-            # Never run a session unmasked because the key is missing.
-            log.error("event=masking_unavailable error=%s", exc)
-            raise ConnectionFailure("pgguard: masking is misconfigured") from None
-    return hub
 
 
 def _decode_row(values: Sequence[bytes | None], encoding: str) -> tuple[str | None, ...]:

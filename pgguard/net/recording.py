@@ -21,14 +21,18 @@ from __future__ import annotations
 import logging
 import struct
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import policy
 from ..audit import AuditError
+from ..config import MaskingConfig
 from ..errors import ConnectionFailure
 from ..masking.detectors import Detectors
 from ..masking.rewrite import python_encoding
 from ..wire import codec
+from ..wire.exchange import Exchange
 from ..wire.messages import (
     COMMAND_COMPLETE,
     COPY_DATA,
@@ -50,8 +54,8 @@ from ..wire.messages import (
 
 if TYPE_CHECKING:
     from ..audit import Recorder
+    from ..masking import SessionMasking
     from .guard import Verdict
-    from .session import ClientSession
 
 log = logging.getLogger(__name__)
 
@@ -123,26 +127,53 @@ class _Result:
         self.copy_format: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """Who a recorded session is, as its ``session_start`` record says."""
+
+    session_id: str
+    user: str
+    groups: tuple[str, ...]
+    connection: str
+    client_addr: str
+    tls: bool
+    started: float          # time.time() when the client connected
+
+
+def session_detectors(masking: SessionMasking | None, cfg: MaskingConfig,
+                      groups: Sequence[str]) -> Detectors:
+    """The detectors that scan a session's statement text and parameters: its masking's,
+    else the configured ones (none for exempt groups)."""
+    if masking is not None:
+        return masking.detectors
+    if set(groups) & set(cfg.exempt_groups):
+        return Detectors(())
+    return Detectors(cfg.detectors)
+
+
 class SessionTap:
     """Feeds one session's events into the gateway's :class:`~pgguard.audit.Recorder`.
 
     Args:
         recorder: the gateway's recorder (running).
-        session: the client session (connected upstream, authenticated).
+        info: the session (connected upstream, authenticated).
+        exchange: the session's protocol state (a Parse's record waits on its statement).
+        detectors: what scans statement text and parameters (:func:`session_detectors`).
     """
 
-    def __init__(self, recorder: Recorder, session: ClientSession):
+    def __init__(self, recorder: Recorder, info: SessionInfo, exchange: Exchange,
+                 detectors: Detectors):
         self.recorder = recorder
-        self.session = session
-        self.sid = session.session_id
+        self.info = info
+        self.sid = info.session_id
         self.max_rows = recorder.max_rows
         self.sync_results = recorder.cfg.fsync == "always"
-        self._detectors = self._session_detectors(session)
+        self._detectors = detectors
         self._encoding = "utf-8"
         # Extended protocol: a statement is recorded at its Bind, with the parameters; the
         # record of a Parse is noted with the statement on the exchange (key "record").
         # Records of statements parsed but not bound yet wait here.
-        self._exchange = session.exchange
+        self._exchange = exchange
         self._unbound: dict[str, dict[str, Any]] = {}
         self._result: _Result | None = None
         self._rest = b""
@@ -155,19 +186,6 @@ class SessionTap:
         self._ended = False
 
     # --- helpers --------------------------------------------------------------------
-
-    @staticmethod
-    def _session_detectors(session: ClientSession) -> Detectors:
-        """The detectors that scan statement text and parameters for this session."""
-        masking = getattr(session.guard, "masking", None)
-        detectors = getattr(masking, "detectors", None)
-        if isinstance(detectors, Detectors):
-            return detectors
-        cfg = session.gateway.cfg.masking
-        groups = set(session.identity.groups if session.identity else ())
-        if groups & set(cfg.exempt_groups):
-            return Detectors(())
-        return Detectors(cfg.detectors)
 
     async def _record(self, type: str, **fields: Any) -> None:
         await self._record_map(type, fields)
@@ -196,8 +214,8 @@ class SessionTap:
             self._scanned[sql] = scanned
         return scanned
 
-    def _decision(self, sql: str, protocol: str, verdict: Verdict | None) -> dict[str, Any]:
-        guard = self.session.guard
+    def _decision(self, sql: str, protocol: str, verdict: Verdict | None,
+                  allowed: policy.Decision | None) -> dict[str, Any]:
         request_id = None
         refusal = None
         if verdict is not None and verdict.decision is not None:
@@ -208,13 +226,9 @@ class SessionTap:
                 # Why the client got an error: a deny, an approver, or masking (whose
                 # refusals come with an "allow" from the policy).
                 refusal = verdict.refuse.message
-        elif guard is not None:
-            # An allowed statement has no verdict: the guard kept the decision it just
-            # made for it (the pump records right after the check).
-            decision = guard.last_decision
-            refused = False
         else:
-            decision = None
+            # An allowed statement has no verdict: the guard's decision comes with it.
+            decision = allowed
             refused = False
         fields = self._fields(sql, protocol, decision, refused, request_id)
         if refusal is not None:
@@ -248,18 +262,19 @@ class SessionTap:
 
     async def session_start(self) -> None:
         """Record who connected, from where, to what."""
-        s = self.session
+        s = self.info
         await self._record(
             "session_start",
-            user=s.user or "",
-            groups=list(s.identity.groups) if s.identity else [],
-            connection=s.guard.conn.name if s.guard is not None else (s.database or ""),
-            client_addr=s.peer,
-            tls=bool(s.tls),
+            user=s.user,
+            groups=list(s.groups),
+            connection=s.connection,
+            client_addr=s.client_addr,
+            tls=s.tls,
         )
 
     async def statement(self, msg: Query | Parse | FunctionCall, verdict: Verdict | None,
-                        notes: dict[str, Any] | None = None) -> None:
+                        notes: dict[str, Any] | None = None,
+                        decision: policy.Decision | None = None) -> None:
         """Record a statement and its decision (extended protocol: at its Bind).
 
         Args:
@@ -267,11 +282,12 @@ class SessionTap:
             verdict: None when the guard let it through, else the guard's verdict.
             notes: the notes of the request on the exchange (a Parse's record is kept
                 there, for its Binds).
+            decision: the policy's decision when there is no verdict (allowed).
         """
         if isinstance(msg, Query):
-            await self._record_map("statement", self._decision(msg.sql, "simple", verdict))
+            await self._record_map("statement", self._decision(msg.sql, "simple", verdict, decision))
         elif isinstance(msg, Parse):
-            fields = self._decision(msg.sql, "extended", verdict)
+            fields = self._decision(msg.sql, "extended", verdict, decision)
             if verdict is not None and verdict.refuse is not None:
                 # No Bind will follow a refused Parse (the session skips to Sync).
                 await self._record_map("statement", fields)
@@ -287,7 +303,7 @@ class SessionTap:
                 await self._record_map("statement", self._unbound.pop(name))
         elif isinstance(msg, FunctionCall):
             sql = f"-- FunctionCall oid {msg.function_oid}"
-            await self._record_map("statement", self._decision(sql, "function", verdict))
+            await self._record_map("statement", self._decision(sql, "function", verdict, decision))
 
     async def bind(self, msg: Bind) -> None:
         """Record the statement a Bind executes, with its parameters after the detectors.
@@ -473,18 +489,18 @@ class SessionTap:
         """Record a client CancelRequest for this session."""
         await self._record("cancel", reason="client cancel request")
 
-    async def session_end(self) -> None:
+    async def session_end(self, reason: str, bytes_in: int, bytes_out: int) -> None:
         """Record why and how the session ended; never raises (the session is over)."""
         if self._ended:
             return
         self._ended = True
-        s = self.session
+        s = self.info
         try:
             for fields in self._unbound.values():
                 await self._record_map("statement", fields)  # parsed, never executed
             self._unbound.clear()
-            await self._record("session_end", reason=s.end_reason,
+            await self._record("session_end", reason=reason,
                                duration_s=round(time.time() - s.started, 6),
-                               bytes_in=s.bytes_in, bytes_out=s.bytes_out)
+                               bytes_in=bytes_in, bytes_out=bytes_out)
         except RecordingUnavailable:
             log.warning("event=session_end_unrecorded session=%s", self.sid)

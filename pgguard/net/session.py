@@ -62,12 +62,13 @@ from ..wire.messages import (
 from ..wire.state import ALLOWED, Phase, expect
 from . import backend
 from .fastio import FastIO
-from .guard import Guard, Verdict
+from .guard import Guard, Verdict, guard_for
+from .recording import SessionInfo, SessionTap, session_detectors
+from .services import Services
 
 if TYPE_CHECKING:
     from ..credentials import Lease
     from ..identity import Identity
-    from .listener import Gateway
 
 log = logging.getLogger(__name__)
 
@@ -190,9 +191,10 @@ def _first_error(group: BaseExceptionGroup) -> BaseException:
 class ClientSession:
     """Everything about one client connection."""
 
-    def __init__(self, gateway: Gateway, stream: trio.abc.Stream, peer: str, local_host: str):
-        self.gateway = gateway
-        self.cfg = gateway.cfg
+    def __init__(self, services: Services, stream: trio.abc.Stream, peer: str,
+                 local_host: str):
+        self.services = services
+        self.cfg = services.cfg
         self.client: trio.abc.Stream = stream
         self.client_io = FastIO(stream)
         self.link_io: FastIO | None = None
@@ -218,7 +220,7 @@ class ClientSession:
         self.rewrites: deque[tuple[bytes, bytes]] = deque()
         self.end_reason = "client closed"
         self.state = "startup"
-        self.tap = None  # the session's recorder tap (net/recording.py) when recording is on
+        self.tap: SessionTap | None = None  # when recording is on
 
     @property
     def txn_status(self) -> str:
@@ -261,12 +263,15 @@ class ClientSession:
             except trio.TooSlowError:
                 raise StartupTimeout("pgguard: startup timed out") from None
             if greeting is None:
-                await self.gateway.run_admin(self)
+                console = self.services.admin_console
+                assert console is not None
+                await console(self)
                 return
             await self.send_client(greeting)
             self.state = "active"
-            self.gateway.register(self)
-            self.tap = self.gateway.open_tap(self)
+            assert self.link is not None
+            self.services.registry.register(self.link.process_id, self.secret_key, self)
+            self.tap = self._open_tap()
             if self.tap is not None:
                 await self.tap.session_start()
             await self._relay()
@@ -288,8 +293,20 @@ class ClientSession:
             if cleanup.cancelled_caught:
                 log.warning("event=cleanup_timeout session=%s", self.session_id)
 
+    def _open_tap(self) -> SessionTap | None:
+        recorder = self.services.recorder
+        if recorder is None:
+            return None
+        assert self.guard is not None
+        groups = tuple(self.identity.groups) if self.identity else ()
+        info = SessionInfo(self.session_id, self.user or "", groups, self.guard.conn.name,
+                           self.peer, self.tls, self.started)
+        detectors = session_detectors(self.guard.masking, self.cfg.masking, groups)
+        return SessionTap(recorder, info, self.exchange, detectors)
+
     async def _cleanup(self) -> None:
-        self.gateway.unregister(self)
+        key = (self.link.process_id, self.secret_key) if self.link is not None else None
+        self.services.registry.unregister(self, key)
         if self.link is not None:
             try:
                 await self.link.stream.send_all(codec.terminate())
@@ -298,13 +315,15 @@ class ClientSession:
             await trio.aclose_forcefully(self.link.stream)
         if self.lease is not None:
             try:
-                await self.gateway.credentials.source_for(self.lease.role).release(self.lease)
+                await self.services.credentials.source_for(self.lease.role).release(self.lease)
             except Exception:
                 log.exception("event=lease_release_failed session=%s", self.session_id)
         if self.state == "active":
             if self.tap is not None:
-                await self.tap.session_end()
-            await self.gateway.session_ended(self)
+                await self.tap.session_end(self.end_reason, self.bytes_in, self.bytes_out)
+            log.info("event=session_end session=%s user=%s reason=%r bytes_in=%d "
+                     "bytes_out=%d", self.session_id, self.user, self.end_reason,
+                     self.bytes_in, self.bytes_out)
         await trio.aclose_forcefully(self.client)
 
     # --- startup ------------------------------------------------------------------
@@ -329,11 +348,11 @@ class ClientSession:
                     # Bytes after SSLRequest would be read in clear and trusted as if they
                     # came over TLS (CVE-2021-23222 class): drop the client.
                     raise ProtocolViolation("data received after SSLRequest")
-                if self.tls or self.gateway.server_ssl is None:
+                if self.tls or self.services.server_ssl is None:
                     await self.client.send_all(b"N")
                     continue
                 await self.client.send_all(b"S")
-                tls = trio.SSLStream(self.client, self.gateway.server_ssl, server_side=True)
+                tls = trio.SSLStream(self.client, self.services.server_ssl, server_side=True)
                 await tls.do_handshake()
                 self.client = tls
                 self.client_io = FastIO(tls)
@@ -345,7 +364,7 @@ class ClientSession:
                 await self.client.send_all(b"N")
                 continue
             if isinstance(packet, CancelRequest):
-                await self.gateway.cancel(packet.process_id, packet.secret_key)
+                await self.services.registry.cancel(packet.process_id, packet.secret_key)
                 return None
             assert isinstance(packet, StartupMessage)
             rest = framer.take_rest()
@@ -370,7 +389,7 @@ class ClientSession:
         await self.send_client(codec.authentication(AUTH_CLEARTEXT))
         msg = await self._receive_password()
         token = msg.data.rstrip(b"\0").decode("utf-8", "replace").strip()
-        self.identity = await self.gateway.verifier.verify(token, self.user)
+        self.identity = await self.services.verifier.verify(token, self.user)
         log.info("event=authenticated session=%s user=%s groups=%s peer=%s tls=%s db=%s",
                  self.session_id, self.user, ",".join(self.identity.groups), self.peer,
                  self.tls, self.database)
@@ -409,13 +428,13 @@ class ClientSession:
         if conn is None:
             raise UnknownConnection(f"pgguard: no connection named {self.database!r}")
         assert self.identity is not None
-        guard = self.gateway.guard_for(conn, self.identity, self)
+        guard = guard_for(self.services, conn, self.identity, self)
         if guard is None:
             raise NotPermitted(f"pgguard: user {self.user!r} has no grant on connection "
                                f"{conn.name!r}")
         self.guard = guard
         params = self._upstream_params(startup)
-        source = self.gateway.credentials.source_for(guard.vault_role)
+        source = self.services.credentials.source_for(guard.vault_role)
         self.lease = await source.acquire(conn, guard.vault_role, self.user or "")
         self.lease.role = guard.vault_role
         try:
@@ -441,7 +460,7 @@ class ClientSession:
     async def _relay(self) -> None:
         assert self.link is not None and self.lease is not None
         self.link_io = FastIO(self.link.stream)
-        source = self.gateway.credentials.source_for(self.lease.role)
+        source = self.services.credentials.source_for(self.lease.role)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._pump_frontend, nursery.cancel_scope)
@@ -504,7 +523,7 @@ class ClientSession:
                     if sent is not msg and k == PARSE:
                         exchange.expect_failure()  # the marker fails: skip to Sync
                     if self.tap is not None:
-                        await self.tap.statement(msg, verdict, notes)
+                        await self.tap.statement(msg, verdict, notes, guard.last_decision)
                 elif k in EXCHANGE_KINDS:
                     if exchange.skipping and k != SYNC:
                         # PostgreSQL discards it until Sync (after an error, or a refused
