@@ -299,3 +299,45 @@ def test_ready_for_query_without_request_sets_status():
     ex = Exchange()
     assert rfq(ex, "T") is None and ex.txn_status == "T"
     assert ex.server_sent(m.ERROR_RESPONSE) is None   # FATAL after nothing was asked
+
+
+def _answer_stream() -> bytes:
+    from pgguard.wire import codec
+
+    return b"".join([
+        codec.message(b"1"), codec.message(b"2"),
+        codec.data_row([b"1"]), codec.command_complete("SELECT 1"),
+        codec.ready_for_query("I"),
+        codec.command_complete("PREPARE"), codec.ready_for_query("I"),
+    ])
+
+
+def _run(chunks) -> Exchange:
+    from pgguard.wire.framer import Framer
+
+    ex = Exchange()
+    ex.client_sent(Parse("s", "SELECT 1", ()))
+    ex.client_sent(bind("p", "s"))
+    ex.client_sent(Execute("p", 0))
+    ex.client_sent(Sync())
+    ex.client_sent(Query("PREPARE q AS SELECT 1"), effects=(Effect("prepare", "q"),))
+    framer = Framer(backend=True)
+    for chunk in chunks:
+        framer.feed(chunk)
+        while (frame := framer.next_frame()) is not None:
+            kind, start, end = frame
+            k = kind[0]
+            if k != m.DATA_ROW:
+                msg = framer.decode(kind, start, end) if k in (
+                    m.READY_FOR_QUERY, m.COMMAND_COMPLETE) else None
+                ex.server_sent(k, msg)
+    return ex
+
+
+def test_answers_fed_whole_or_byte_by_byte_end_in_the_same_state():
+    data = _answer_stream()
+    whole = _run([data])
+    single = _run([data[i:i + 1] for i in range(len(data))])
+    for ex in (whole, single):
+        assert ex.idle and ex.txn_status == "I"
+        assert set(ex.statements) == {"s", "q"} and ex.portals == {}

@@ -3,13 +3,13 @@
 The domain decisions live in :mod:`pgguard.masking` (:class:`SessionMasking`); this module
 follows one session's protocol conversation to apply them:
 
-* every frontend message that gets answered (Query, Parse, Bind, Describe, Execute, Close,
-  Sync, FunctionCall) becomes an :class:`_Entry` in a FIFO, in the order it is sent
-  upstream; PostgreSQL answers in that order, so the head entry tells what a backend
-  message belongs to. After an error in an extended-protocol message PostgreSQL skips
-  everything up to Sync, and so does the FIFO;
+* the session's exchange (:mod:`pgguard.wire.exchange`) says which request each backend
+  message answers, and which statements, portals and cursors PostgreSQL confirmed; the
+  masker keeps its facts about them in their notes (key ``"masking"``): a Query's plans,
+  a statement's plan and row layout, a portal's row layout and row rewriter;
 * a simple Query's *k*-th result (counted by CommandComplete) belongs to the *k*-th plan;
-  a portal gets its statement's plan at Bind, and its row layout from its own Describe,
+  FETCH and EXECUTE take the plan of their cursor or prepared statement as PostgreSQL
+  knows it when their answer arrives; a portal has its statement's plan, its row layout from its own Describe,
   from its statement's Describe (with the Bind's result formats), or from a Describe the
   masker adds before the Execute when the client described neither;
 * DataRows of a result with nothing to mask are forwarded raw (the pumps' hot path);
@@ -26,17 +26,25 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
 from ..errors import ConnectionFailure, PolicyDenied
-from ..masking import CATALOG_QUERY, MaskPlan, Refusal, SessionMasking, SqlCatalog, rebind
+from ..masking import (
+    CATALOG_QUERY,
+    Catalog,
+    MaskPlan,
+    Refusal,
+    SessionMasking,
+    SqlCatalog,
+    rebind,
+)
 from ..masking.hub import CATALOG_TTL_S, MaskingHub, attach_masking, hub_for, masking_configured
 from ..masking.rewrite import RowMasker, python_encoding
 from ..masking.rules import Mask
 from ..wire import codec
-from ..wire.exchange import Effect, Exchange, Portal, Request
+from ..wire.exchange import Effect, Exchange, Notes, Portal, Request
 from ..wire.messages import (
     BIND,
     COMMAND_COMPLETE,
@@ -63,6 +71,7 @@ from ..wire.messages import (
     Describe,
     ErrorResponse,
     Execute,
+    Message,
     Parse,
     Query,
     ReadyForQuery,
@@ -130,7 +139,8 @@ class _Stmt:
 
     __slots__ = ("plan", "fields", "described", "sql", "catalog")
 
-    def __init__(self, plan: MaskPlan | None, sql: str | None = None, catalog: Any = None):
+    def __init__(self, plan: MaskPlan | None, sql: str | None = None,
+                 catalog: Catalog | None = None):
         self.plan = plan
         self.sql = sql
         self.catalog = catalog                # the catalog the plan was made with
@@ -171,6 +181,15 @@ def _notes(req: Request | None) -> _Request | None:
         return None
     n = req.notes.get(NOTE)
     return n if isinstance(n, _Request) else None
+
+
+class RowRewriter(Protocol):
+    """Rewrites the DataRows of one result (``masking.rewrite.RowMasker`` and the two
+    below)."""
+
+    passthrough: bool
+
+    def mask_datarow(self, body: bytes) -> bytes: ...
 
 
 class _NullAll:
@@ -278,7 +297,7 @@ class ResultMasker:
         self.stale = False        # DDL was sent: plans are unsafe until the next reload
         self.tried_unknown: set[str] = set()
         self._next_plans: list[MaskPlan] | None = None
-        self._rows: Any = None    # the current result's RowMasker, None = raw bytes
+        self._rows: RowRewriter | None = None   # the current result's, None = raw bytes
         self._head: Request | None = None
         self._idle: trio.Event | None = None
 
@@ -321,7 +340,7 @@ class ResultMasker:
         self._next_plans = plans
         return None
 
-    def wants_catalog(self, msg: Any) -> bool:
+    def wants_catalog(self, msg: Message) -> bool:
         """Should the catalog be reloaded before *msg* is planned? (DDL was sent, another
         session's DDL went through this gateway, or the statement names relations the
         catalog does not know.)"""
@@ -390,7 +409,7 @@ class ResultMasker:
 
     # --- frontend messages ----------------------------------------------------------
 
-    def sent(self, msg: Any, refused: bool, notes: dict[str, Any]) -> list[Effect | None]:
+    def sent(self, msg: Message, refused: bool, notes: Notes) -> list[Effect | None]:
         """A Query, Parse or FunctionCall is about to go upstream (or its refusal marker):
         note its plans on the request.
 
@@ -413,7 +432,7 @@ class ResultMasker:
             notes[NOTE] = _Request()
         return name_effects(plans)
 
-    def on_frontend(self, msg: Any, notes: dict[str, Any], raw: bytes) -> bytes | None:
+    def on_frontend(self, msg: Message, notes: Notes, raw: bytes) -> bytes | None:
         """Note Bind, Describe and Execute before they go upstream; may add a Describe
         before an Execute whose row layout nobody asked for (returns the replacement
         bytes, *raw* being the Execute's own)."""
@@ -536,7 +555,7 @@ class ResultMasker:
             stmt.plan, stmt.catalog = plan, self.m.catalog
         return plan
 
-    def _portal_rows(self, portal: Portal | None) -> Any:
+    def _portal_rows(self, portal: Portal | None) -> RowRewriter | None:
         if portal is None:
             return _NullAll()
         mp = portal.notes.get(NOTE)

@@ -61,12 +61,14 @@ from .messages import (
     Describe,
     Execute,
     FunctionCall,
+    Message,
     Parse,
     Query,
     ReadyForQuery,
     Sync,
 )
 
+# Opaque to the exchange: each user keeps its own entry under its own key.
 Notes = dict[str, Any]
 
 # The CommandComplete tag each effect needs before it is applied.
@@ -173,7 +175,7 @@ class Exchange:
 
     # --- frontend ------------------------------------------------------------------
 
-    def client_sent(self, msg: Any, notes: Notes | None = None,
+    def client_sent(self, msg: Message, notes: Notes | None = None,
                     effects: tuple[Effect | None, ...] = ()) -> Request | None:
         """A frontend message is being forwarded upstream.
 
@@ -227,7 +229,7 @@ class Exchange:
         """The request the next backend message answers (None: nothing is owed)."""
         return self.pending[0] if self.pending else None
 
-    def server_sent(self, kind: int, msg: Any = None) -> Request | None:
+    def server_sent(self, kind: int, msg: Message | None = None) -> Request | None:
         """A backend message arrived (any but DataRow, CopyData, NoticeResponse,
         ParameterStatus and NotificationResponse, which change nothing here).
 
@@ -327,7 +329,7 @@ class Exchange:
         else:
             self.skipping = True
 
-    def _completed(self, req: Request, msg: Any,
+    def _completed(self, req: Request, msg: Message | None,
                    effects: tuple[Effect | None, ...]) -> None:
         i = req.results
         req.results += 1
