@@ -33,16 +33,17 @@ class MaskingHub:
 
     Args:
         cfg: the ``[masking]`` configuration.
+        key: the HMAC key (tests); read from ``masking.hash_key_file`` when None.
 
     Raises:
         ConfigError: ``masking.hash_key_file`` cannot be read or is empty.
     """
 
-    def __init__(self, cfg: MaskingConfig):
+    def __init__(self, cfg: MaskingConfig, key: bytes | None = None):
         self.cfg = cfg
         self.active = masking_configured(cfg)
-        self.key = b""
-        if self.active:
+        self.key = key or b""
+        if self.active and key is None:
             try:
                 self.key = load_hash_key(cfg)
             except (OSError, ValueError) as exc:
