@@ -341,3 +341,24 @@ def test_answers_fed_whole_or_byte_by_byte_end_in_the_same_state():
     for ex in (whole, single):
         assert ex.idle and ex.txn_status == "I"
         assert set(ex.statements) == {"s", "q"} and ex.portals == {}
+
+
+def test_a_long_pipeline_looks_names_up_by_index():
+    import time
+
+    ex = Exchange()
+    ex.client_sent(Parse("s", "SELECT 1", ()), {"v": "s"})
+    t0 = time.perf_counter()
+    for i in range(20000):
+        ex.client_sent(bind(f"p{i}", "s"), {"v": i})
+        ex.client_sent(Execute(f"p{i}", 0))
+        assert next(ex.expected_portals(f"p{i}"))["v"] == i
+        assert next(ex.expected_statements("s"))["v"] == "s"
+    assert time.perf_counter() - t0 < 10.0   # linear; a scan per lookup would take minutes
+    ex.client_sent(Sync())
+    ex.server_sent(m.PARSE_COMPLETE)
+    for _ in range(20000):
+        ex.server_sent(m.BIND_COMPLETE)
+        cc(ex, "SELECT 1")
+    rfq(ex)
+    assert ex.idle and ex.portals == {} and ex._defs == {}

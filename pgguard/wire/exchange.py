@@ -153,6 +153,21 @@ class Request:
         return f"Request({chr(self.kind)!r}, {self.name!r})"
 
 
+def _defines(req: Request) -> list[tuple[int, str]]:
+    """The (PARSE, name) statements and (BIND, name) portals *req* may define."""
+    if req.kind == PARSE or req.kind == BIND:
+        return [(req.kind, req.name)]
+    if req.kind == QUERY and req.effects:
+        out = []
+        for e in req.effects:
+            if e is not None and e.name is not None and e.action in ("prepare", "declare"):
+                key = (PARSE if e.action == "prepare" else BIND, e.name)
+                if key not in out:
+                    out.append(key)
+        return out
+    return []
+
+
 class Exchange:
     """The protocol state machine of one session (see the module docstring).
 
@@ -170,6 +185,8 @@ class Exchange:
         self.txn_status = "I"
         self.statements: dict[str, Statement] = {}
         self.portals: dict[str, Portal] = {}
+        # The pending requests that define each (PARSE or BIND, name), oldest first.
+        self._defs: dict[tuple[int, str], deque[Request]] = {}
         self._txn = 0                 # counts transactions, for cursors created in one
         self._txn_failed = False      # an error (or ROLLBACK) since the last idle point
 
@@ -218,6 +235,8 @@ class Exchange:
 
     def _push(self, req: Request) -> Request:
         self.pending.append(req)
+        for key in _defines(req):
+            self._defs.setdefault(key, deque()).append(req)
         if len(self.pending) == 1:
             self._resolve(req)
         return req
@@ -290,8 +309,17 @@ class Exchange:
                 self._pop()
         return req
 
+    def _drop_head(self) -> None:
+        req = self.pending.popleft()
+        for key in _defines(req):
+            # Requests leave in the order they came: this one is the oldest for the name.
+            defs = self._defs[key]
+            defs.popleft()
+            if not defs:
+                del self._defs[key]
+
     def _pop(self) -> None:
-        self.pending.popleft()
+        self._drop_head()
         if self.pending:
             self._resolve(self.pending[0])
 
@@ -323,7 +351,7 @@ class Exchange:
         # Extended protocol: PostgreSQL now skips everything up to Sync.
         q = self.pending
         while q and q[0].kind != SYNC:
-            q.popleft()
+            self._drop_head()
         if q:
             self._resolve(q[0])
         else:
@@ -387,10 +415,11 @@ class Exchange:
         yield from self._expected(name, BIND, "declare", self.portals)
 
     def _expected(self, name: str, kind: int, action: str, table: dict) -> Iterator[Notes]:
-        for req in reversed(self.pending):
-            if req.kind == kind and req.name == name:
+        # Indexed by name: a pipeline of thousands of Bind/Execute pairs asks once each.
+        for req in reversed(self._defs.get((kind, name), ())):
+            if req.kind == kind:
                 yield req.notes
-            elif req.kind == QUERY:
+            else:
                 for e in reversed(req.effects):
                     if e is not None and e.action == action and e.name == name:
                         yield e.notes
