@@ -151,3 +151,12 @@ def test_function_local_and_type_checking_imports_count(tmp_path):
     found = imports_of("pgguard.x", src, {"pgguard.net.listener", "pgguard.config",
                                           "pgguard.net"})
     assert found == {"pgguard.net.listener", "pgguard.config"}
+
+
+def test_the_wire_layer_imports_only_itself_and_errors():
+    graph = _graph()
+    wire = {m: t for m, t in graph.items() if m.startswith("pgguard.wire")}
+    outside = {m: sorted(x for x in t if not x.startswith("pgguard.wire")
+                         and x != "pgguard.errors")
+               for m, t in wire.items()}
+    assert not {m: t for m, t in outside.items() if t}
