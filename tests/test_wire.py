@@ -203,3 +203,13 @@ def test_message_kind_names_match_the_encoders():
     assert codec.command_complete("SELECT 1")[0] == m.COMMAND_COMPLETE
     assert codec.data_row([b"1"])[0] == m.DATA_ROW
     assert codec.error_response("ERROR", "XX000", "x")[0] == m.ERROR_RESPONSE
+
+
+def test_bind_names_reads_only_the_names():
+    data = codec.bind("portal", "stmt", [b"secret"], (0,), (1,))
+    framer = Framer()
+    framer.feed(data)
+    _, start, end = framer.next_frame()
+    assert framer.decode_bind_names(start, end) == Bind("portal", "stmt", (), (), ())
+    with pytest.raises(ProtocolViolation):
+        framer.decode_bind_names(0, 8)   # no terminator inside the message

@@ -491,6 +491,7 @@ class ClientSession:
         observe = guard.observes_results
         exchange = self.exchange
         send_upstream = self.send_upstream
+        full_binds = observe or self.tap is not None
         while True:
             out = _Outgoing(framer.buf)
             while (frame := framer.next_frame()) is not None:
@@ -530,7 +531,13 @@ class ClientSession:
                         # Parse): it need not even see it.
                         replacement = b""
                     else:
-                        msg = SYNC_MESSAGE if k == SYNC else framer.decode(kind, start, end)
+                        if k == SYNC:
+                            msg = SYNC_MESSAGE
+                        elif k == BIND and not full_binds:
+                            # Only the names matter when nobody reads the parameters.
+                            msg = framer.decode_bind_names(start, end)
+                        else:
+                            msg = framer.decode(kind, start, end)
                         notes = {}
                         if k == BIND and self.tap is not None:  # parameters for the record
                             await self.tap.bind(msg)
