@@ -20,13 +20,13 @@ from ..config import ConnectionConfig
 from ..errors import GatewayError, PolicyDenied, QueryCanceled
 from ..masking.hub import hub_for
 from ..wire.exchange import Effect, Exchange, Notes, Request
-from ..wire.messages import FunctionCall, Parse, Query
+from ..wire.messages import FunctionCall, Message, Parse, Query
 from .masker import FUNCTION_CALL_REFUSED, ResultMasker
 from .services import Services
 
 if TYPE_CHECKING:
     from ..identity import Identity
-    from ..masking import SessionMasking
+    from ..masking import Refusal, SessionMasking
     from ..wire.framer import Framer
     from .backend import BackendLink
 
@@ -120,7 +120,7 @@ class Guard:
         if self.masker is not None:
             await self.masker.start(link, params)
 
-    def check(self, msg) -> Verdict | None:
+    def check(self, msg: Message) -> Verdict | None:
         """Classify a Query, Parse or FunctionCall and decide; None means forward as is."""
         if isinstance(msg, Query):
             sql, protocol = msg.sql, "simple"
@@ -147,7 +147,7 @@ class Guard:
         return verdict
 
     def _masking_refusal(self, decision: policy.Decision, sql: str, protocol: str,
-                         refusal, cls: policy.Classification) -> Verdict:
+                         refusal: Refusal, cls: policy.Classification) -> Verdict:
         verdict = Verdict(decision, sql, protocol, refuse=refusal.error(), classification=cls)
         log.info("event=statement_refused session=%s user=%s category=masking reason=%r",
                  self.session.session_id, self.identity.user, refusal.reason)
@@ -236,7 +236,7 @@ class Guard:
         self._held.cancel()
         return True
 
-    def note_sent(self, msg, verdict: Verdict | None, notes: Notes
+    def note_sent(self, msg: Message, verdict: Verdict | None, notes: Notes
                   ) -> tuple[Effect | None, ...]:
         """A Query, Parse or FunctionCall (or the marker replacing a refused one) is about
         to go upstream: fill in *notes* (masking's plans) and say what its statements do
@@ -270,7 +270,7 @@ class Guard:
                 effects.append(effect)
         return tuple(effects)
 
-    def wants_catalog(self, msg) -> bool:
+    def wants_catalog(self, msg: Message) -> bool:
         """Masking: reload the catalog before planning *msg* (only with observes_results)."""
         return self.masker is not None and self.masker.wants_catalog(msg)
 
@@ -279,7 +279,7 @@ class Guard:
         if self.masker is not None:
             await self.masker.reload_catalog()
 
-    def on_frontend(self, msg, notes: Notes, raw: bytes) -> bytes | None:
+    def on_frontend(self, msg: Message, notes: Notes, raw: bytes) -> bytes | None:
         """Bind/Describe/Execute/Close/Sync being forwarded (only with observes_results):
         masking notes statements and portals; may return replacement bytes."""
         if self.masker is None:

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import ssl
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -16,6 +17,10 @@ from ..errors import ConfigError
 from ..masking.hub import MaskingHub
 from .services import CredentialSources, Services
 from .session import ClientSession
+
+if TYPE_CHECKING:
+    from ..approvals import Approvals
+    from ..audit import Recorder
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +69,11 @@ class Gateway:
         return self.services.credentials
 
     @property
-    def approvals(self):
+    def approvals(self) -> Approvals | None:
         return self.services.approvals
 
     @property
-    def recorder(self):
+    def recorder(self) -> Recorder | None:
         return self.services.recorder
 
     @property

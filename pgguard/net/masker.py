@@ -75,6 +75,7 @@ from ..wire.messages import (
     Parse,
     Query,
     ReadyForQuery,
+    RowDescription,
     Sync,
 )
 from .backend import receive_message
@@ -228,7 +229,7 @@ class _Collect:
         return b""
 
 
-def _fields(msg) -> tuple[tuple[str, int, int, int, int], ...]:
+def _fields(msg: RowDescription) -> tuple[tuple[str, int, int, int, int], ...]:
     return tuple((f.name, f.table_oid, f.column, f.type_oid, f.format) for f in msg.fields)
 
 

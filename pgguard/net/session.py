@@ -51,7 +51,9 @@ from ..wire.messages import (
     SYNC,
     TERMINATE,
     CancelRequest,
+    FunctionCall,
     GSSENCRequest,
+    ParameterStatus,
     Parse,
     PasswordMessage,
     Query,
@@ -67,7 +69,7 @@ from .recording import SessionInfo, SessionTap, session_detectors
 from .services import Services
 
 if TYPE_CHECKING:
-    from ..credentials import Lease
+    from ..credentials import CredentialSource, Lease
     from ..identity import Identity
 
 log = logging.getLogger(__name__)
@@ -469,7 +471,7 @@ class ClientSession:
         except BaseExceptionGroup as group:
             raise _first_error(group) from None
 
-    async def _watch_lease(self, source, scope: trio.CancelScope) -> None:
+    async def _watch_lease(self, source: CredentialSource, scope: trio.CancelScope) -> None:
         assert self.lease is not None
         async with trio.open_nursery() as n:
             n.start_soon(source.keep_alive, self.lease)
@@ -566,7 +568,8 @@ class ClientSession:
                 return
             framer.feed(data)
 
-    def _refusal(self, kind: bytes, msg, verdict: Verdict) -> tuple[bytes, Query | Parse]:
+    def _refusal(self, kind: bytes, msg: Query | Parse | FunctionCall, verdict: Verdict
+                 ) -> tuple[bytes, Query | Parse]:
         """Replace a refused statement with one that fails in PostgreSQL's parser.
 
         Sending a statement that fails upstream (and rewriting its error on the way back)
@@ -642,7 +645,7 @@ class ClientSession:
                 return rewritten
         return None
 
-    def _parameter_status(self, msg) -> None:
+    def _parameter_status(self, msg: ParameterStatus) -> None:
         if msg.name == "standard_conforming_strings" and self.guard is not None:
             # With it off, backslashes in literals parse differently: policy must know.
             self.guard.standard_strings = msg.value == "on"
