@@ -57,6 +57,7 @@ from ..wire.messages import (
     Parse,
     PasswordMessage,
     Query,
+    ReadyForQuery,
     SSLRequest,
     StartupMessage,
     Sync,
@@ -84,7 +85,6 @@ SYNC_MESSAGE = Sync()
 # need to see): not fed to the exchange, so the row hot path stays a byte copy.
 UNOWNED_KINDS = frozenset((DATA_ROW, COPY_DATA, NOTICE_RESPONSE, PARAMETER_STATUS,
                            NOTIFICATION_RESPONSE))
-DECODED_KINDS = frozenset((READY_FOR_QUERY, COMMAND_COMPLETE))
 
 # Startup parameters a client may pass through to PostgreSQL. Anything that changes who
 # the session runs as is refused; unknown ones are dropped (a GUC set at startup would
@@ -607,8 +607,13 @@ class ClientSession:
                 replacement: bytes | None = None
                 req = None
                 if k not in UNOWNED_KINDS:
-                    req = exchange.server_sent(
-                        k, framer.decode(kind, start, end) if k in DECODED_KINDS else None)
+                    if k == READY_FOR_QUERY:
+                        msg = ReadyForQuery(chr(buf[start + 5]))
+                    elif k == COMMAND_COMPLETE:
+                        msg = framer.decode(kind, start, end)
+                    else:
+                        msg = None
+                    req = exchange.server_sent(k, msg)
                     if k == ERROR_RESPONSE and self.rewrites:
                         replacement = self._rewritten_error(buf, start, end)
                 elif k == PARAMETER_STATUS:
