@@ -54,12 +54,10 @@ def serve_config(cfg) -> int:
 
     import trio
 
-    from .net.listener import Gateway
-    from .runtime import attach_components
+    from .app import build_gateway
 
     async def main() -> None:
-        gateway = Gateway(cfg)
-        attach_components(gateway)
+        gateway = build_gateway(cfg)
         async with trio.open_nursery() as nursery:
             # SIGINT/SIGTERM end the gateway cleanly: sessions are closed, leases revoked,
             # the session log sealed (Gateway.serve's cleanup).
