@@ -17,7 +17,7 @@ from pgguard.admin.console import AdminConsole, run_admin_console
 from pgguard.approvals import Approvals
 from pgguard.config import ApprovalsConfig
 from pgguard.errors import ProtocolViolation
-from pgguard.wire.parser import Framer
+from pgguard.wire.framer import Framer
 
 # ---------------------------------------------------------------------------- client bytes
 
