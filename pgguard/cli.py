@@ -30,9 +30,18 @@ def _load_config(path: str):
         return None
 
 
+def _preflight(cfg) -> bool:
+    """True when the machine can run *cfg*; else every problem is printed, one a line."""
+    from .preflight import check
+    problems = check(cfg)
+    for problem in problems:
+        print(f"{problem} (in {cfg.path})" if cfg.path else problem, file=sys.stderr)
+    return not problems
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = _load_config(args.file)
-    if cfg is None:
+    if cfg is None or not _preflight(cfg):
         return 1
     print(f"{args.file}: OK ({len(cfg.connections)} connection(s), listening on "
           f"{cfg.listen.host}:{cfg.listen.port})")
@@ -41,7 +50,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     cfg = _load_config(args.config)
-    if cfg is None:
+    # Everything that can be checked is checked before anything listens (workers too).
+    if cfg is None or not _preflight(cfg):
         return 1
     _setup_logging(args.log_level, args.log_format, cfg)
     if args.workers and args.workers > 1:
