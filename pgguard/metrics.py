@@ -157,7 +157,7 @@ async def _run_check(check: ReadyCheck, timeout_s: float) -> str | None:
     except trio.TooSlowError:
         return f"timed out after {timeout_s:g} s"
     except Exception as exc:  # a check's failure is its answer, not ours
-        return f"{type(exc).__name__}: {exc}".splitlines()[0]
+        return (str(exc).strip() or type(exc).__name__).splitlines()[0]
     return "returned false" if ok is False else None
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from .config import Config
 
-__all__ = ["Problem", "check"]
+__all__ = ["Problem", "approvals_store_problem", "check", "writable_dir_problem"]
 
 STORE_CONNECT_TIMEOUT_S = 3
 
@@ -87,7 +87,7 @@ def _nearest_existing(path: str) -> str:
     return path
 
 
-def _writable_dir(key: str, path: str, *, may_create: bool) -> Problem | None:
+def writable_dir_problem(key: str, path: str, *, may_create: bool) -> Problem | None:
     """A problem when files cannot be created in *path* (or in the folder that would
     hold it, when it does not exist yet and *may_create*)."""
     target = path
@@ -127,7 +127,7 @@ def _sqlite_store(store: str) -> Problem | None:
         except sqlite3.Error as exc:
             return Problem("approvals.store", f"cannot open {path}: {exc}")
         return None
-    p = _writable_dir("approvals.store", os.path.dirname(os.path.abspath(path)),
+    p = writable_dir_problem("approvals.store", os.path.dirname(os.path.abspath(path)),
                       may_create=False)
     return Problem("approvals.store", f"cannot create {path}: {p.message}") if p else None
 
@@ -145,6 +145,11 @@ def _postgres_store(store: str) -> Problem | None:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return Problem("approvals.store", f"cannot connect: {first}")
     return None
+
+
+def approvals_store_problem(store: str) -> Problem | None:
+    """A problem when the approvals *store* (``sqlite:///`` or a DSN) cannot be opened."""
+    return _sqlite_store(store) if store.startswith("sqlite:///") else _postgres_store(store)
 
 
 def _env_set(key: str, name: str | None) -> Problem | None:
@@ -192,11 +197,10 @@ def check(cfg: Config) -> list[Problem]:
     add(_readable("masking.hash_key_file", cfg.masking.hash_key_file, nonempty=True))
 
     if cfg.approvals.approver_groups:
-        store = cfg.approvals.store
-        add(_sqlite_store(store) if store.startswith("sqlite:///") else _postgres_store(store))
+        add(approvals_store_problem(cfg.approvals.store))
 
     rec = cfg.recording
     if rec.dir:
         add(_readable("recording.key_file", rec.key_file, nonempty=True))
-        add(_writable_dir("recording.dir", rec.dir, may_create=True))
+        add(writable_dir_problem("recording.dir", rec.dir, may_create=True))
     return [p for p in found if p is not None]
