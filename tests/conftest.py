@@ -5,4 +5,5 @@ pytest_plugins = [
     "harness.bao_fixtures",
     "harness.gateway_fixtures",
     "harness.leftovers",
+    "harness.logcheck",
 ]
