@@ -142,6 +142,32 @@ class RecordingConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """``[metrics]``: the Prometheus and probe endpoint; off unless the section exists."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 9930
+    check_timeout_s: float = 2.0
+
+    @property
+    def listen(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    """``[log]``: the log line format and level (``--log-format``/``--log-level`` win)."""
+
+    format: str = "text"
+    level: str = "info"
+
+
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     path: str | None = None
     listen: ListenConfig = field(default_factory=ListenConfig)
@@ -151,6 +177,8 @@ class Config:
     masking: MaskingConfig = field(default_factory=MaskingConfig)
     approvals: ApprovalsConfig = field(default_factory=ApprovalsConfig)
     recording: RecordingConfig = field(default_factory=RecordingConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
     def connection(self, name: str) -> ConnectionConfig | None:
         for conn in self.connections:
@@ -437,7 +465,27 @@ def _recording(s: _Section) -> RecordingConfig:
     return cfg
 
 
-SECTIONS = ("listen", "identity", "vault", "connections", "masking", "approvals", "recording")
+def _metrics(s: _Section, present: bool) -> MetricsConfig:
+    listen = s.get("listen", str, "127.0.0.1:9930")
+    host, sep, port_text = listen.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise s.error("listen", f"must be HOST:PORT (e.g. 127.0.0.1:9930); got {listen!r}")
+    cfg = MetricsConfig(enabled=present, host=host, port=int(port_text),
+                        check_timeout_s=s.positive("check_timeout_s", float, 2.0))
+    s.finish()
+    return cfg
+
+
+def _log(s: _Section) -> LogConfig:
+    cfg = LogConfig(format=s.choice("format", LOG_FORMATS, "text"),
+                    level=s.choice("level", LOG_LEVELS, "info"))
+    s.finish()
+    return cfg
+
+
+SECTIONS = ("listen", "identity", "vault", "connections", "masking", "approvals", "recording",
+            "metrics", "log")
 
 
 def parse(data: dict[str, Any], path: str | None = None) -> Config:
@@ -469,6 +517,8 @@ def parse(data: dict[str, Any], path: str | None = None) -> Config:
         masking=_masking(root.sub("masking"), "masking" in data),
         approvals=_approvals(root.sub("approvals")),
         recording=_recording(root.sub("recording")),
+        metrics=_metrics(root.sub("metrics"), "metrics" in data),
+        log=_log(root.sub("log")),
     )
     root.finish()
     return cfg
