@@ -130,6 +130,16 @@ class ApprovalsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AdminConfig:
+    """``[admin]``: who may run the console's operator commands.
+
+    ``groups`` defaults to ``approvals.approver_groups``; an empty tuple lets nobody.
+    """
+
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class RecordingConfig:
     dir: str | None = None
     key_file: str | None = None
@@ -151,6 +161,7 @@ class Config:
     masking: MaskingConfig = field(default_factory=MaskingConfig)
     approvals: ApprovalsConfig = field(default_factory=ApprovalsConfig)
     recording: RecordingConfig = field(default_factory=RecordingConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
 
     def connection(self, name: str) -> ConnectionConfig | None:
         for conn in self.connections:
@@ -418,6 +429,19 @@ def _approvals(s: _Section) -> ApprovalsConfig:
     return cfg
 
 
+def _admin(s: _Section, approvals: ApprovalsConfig) -> AdminConfig:
+    explicit = "groups" in s.data
+    groups = s.get_str_list("groups", approvals.approver_groups)
+    for i, group in enumerate(groups if explicit else ()):
+        if not group.strip():
+            raise s.error(f"groups[{i}]", "must not be empty")
+        if group == "*":
+            # Grants read '*' as everyone; the console (KILL, BLOCK) must never be that.
+            raise s.error(f"groups[{i}]", "'*' is not allowed here; name the groups")
+    s.finish()
+    return AdminConfig(groups=groups)
+
+
 def _recording(s: _Section) -> RecordingConfig:
     cfg = RecordingConfig(
         dir=s.get("dir", str),
@@ -437,7 +461,8 @@ def _recording(s: _Section) -> RecordingConfig:
     return cfg
 
 
-SECTIONS = ("listen", "identity", "vault", "connections", "masking", "approvals", "recording")
+SECTIONS = ("listen", "identity", "vault", "connections", "masking", "approvals", "recording",
+            "admin")
 
 
 def parse(data: dict[str, Any], path: str | None = None) -> Config:
@@ -460,6 +485,7 @@ def parse(data: dict[str, Any], path: str | None = None) -> Config:
         seen.add(c.name)
     if connections and not identity.issuer and not identity.jwks_url:
         raise ConfigError("identity.issuer", "is required (or identity.jwks_url)", path)
+    approvals = _approvals(root.sub("approvals"))
     cfg = Config(
         path=path,
         listen=listen,
@@ -467,8 +493,9 @@ def parse(data: dict[str, Any], path: str | None = None) -> Config:
         vault=vault,
         connections=connections,
         masking=_masking(root.sub("masking"), "masking" in data),
-        approvals=_approvals(root.sub("approvals")),
+        approvals=approvals,
         recording=_recording(root.sub("recording")),
+        admin=_admin(root.sub("admin"), approvals),
     )
     root.finish()
     return cfg
