@@ -34,7 +34,7 @@ from .. import __version__
 from ..approvals import Approvals, Block, Blocks, NotAnApprover, Request, UnknownRequest
 from ..approvals import is_approver as in_groups
 from ..approvals.model import blocked_message
-from ..config import Config
+from ..config import CATEGORIES, Config, GrantConfig
 from ..errors import AdminCommandError, ConfigError, FeatureNotSupported, GatewayError, PolicyDenied
 from .context import ConsoleContext, Identity, LeaseView, SessionView
 from .grammar import MAX_COMMAND_CHARS, Command, parse, quote_literal, tokenize
@@ -164,7 +164,13 @@ def _elide_url(value: str) -> str:
 
 
 def _flatten(prefix: str, value: Any, out: list[tuple[str, str | None]]) -> None:
-    if is_dataclass(value) and not isinstance(value, type):
+    if isinstance(value, GrantConfig):
+        # Effective: every category's action, the defaults included.
+        _flatten(f"{prefix}.groups", value.groups, out)
+        _flatten(f"{prefix}.vault_role", value.vault_role, out)
+        for category in CATEGORIES:
+            out.append((f"{prefix}.{category}", value.action(category)))
+    elif is_dataclass(value) and not isinstance(value, type):
         for f in fields(value):
             if f.name in ("path", "present"):
                 continue  # where the file is, and a parse detail: not settings
