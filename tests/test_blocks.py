@@ -12,6 +12,8 @@ import uuid
 import psycopg
 import pytest
 import trio
+from console_fakes import DBA, FakeContext, session
+from test_admin_console_unit import converse, query, tags
 
 from pgguard.approvals import Approvals, Block, Blocks, blocked_message, open_store
 from pgguard.config import ApprovalsConfig
@@ -281,3 +283,30 @@ async def test_postgres_notify_is_sent_on_the_blocks_channel(pg_dsn):
         notes = list(conn.notifies(timeout=10, stop_after=1))
     blocks.close()
     assert [(n.channel, n.payload) for n in notes] == [("pgguard_blocks", str(block.id))]
+
+
+async def test_console_block_on_one_gateway_ends_sessions_on_the_other(pg_dsn):
+    # gw1's operator types BLOCK USER at gw1's console; gw2 watches the shared store and
+    # ends its own sessions of that user (the gateway wires on_block to block_user).
+    one, two = Blocks.open(cfg(pg_dsn), "gw1"), Blocks.open(cfg(pg_dsn), "gw2")
+    await one.start()
+    gw1 = FakeContext(DBA, blocks=one, live=[session("a1", "agent-bob")])
+    gw2 = FakeContext(DBA, blocks=two, live=[session("b1", "agent-bob"),
+                                             session("b2", "agent-eve")])
+
+    async def on_block(block: Block) -> None:
+        await gw2.block_user(block.user, block.reason)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(lambda task_status: two.watch(on_block, poll_s=3600,
+                                                              task_status=task_status))
+            out = await converse(gw1, query("BLOCK USER 'agent-bob' 'runaway';"))
+            assert tags(out) == ["BLOCK"]
+            await _until(lambda: gw2.blocked == [("agent-bob", "runaway")])
+            nursery.cancel_scope.cancel()
+        assert [s.id for s in gw1.live] == [] and [s.id for s in gw2.live] == ["b2"]
+        assert await two.is_blocked("agent-bob") == "runaway"
+    finally:
+        one.close()
+        two.close()

@@ -181,7 +181,10 @@ class Blocks:
             self._local.add(poke)
         try:
             if listener is not None:
-                ready = await trio.to_thread.run_sync(listener.ready.wait, STORE_TIMEOUT_S)
+                try:
+                    ready = await self._call(listener.ready.wait, STORE_TIMEOUT_S)
+                except StoreUnavailable:
+                    ready = False
                 if not ready:
                     log.warning("blocks_listen_not_ready store polling only")
             interval = poll_s if poll_s is not None else (
