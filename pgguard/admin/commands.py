@@ -312,7 +312,7 @@ async def execute(command: Command | str, ctx: ConsoleContext) -> AdminResult:
                             f"({', '.join(ctx.config.admin.groups) or 'none configured'})")
     result = await _operator_command(cmd, ctx)
     if cmd.verb in ("reload", "kill", "block", "unblock"):
-        log.warning("admin_action user=%r command=%s target=%r", identity.user, cmd.verb,
+        log.warning("event=admin_action user=%r command=%s target=%r", identity.user, cmd.verb,
                     cmd.target)
     return result
 
@@ -377,7 +377,7 @@ async def _operator_command(cmd: Command, ctx: ConsoleContext) -> AdminResult:
         blocks = _need_blocks(ctx)
         block, created = await blocks.block(cmd.target, cmd.reason or "", user)
         ended = await ctx.block_user(block.user, block.reason)
-        log.warning("user_blocked_console user=%r by=%r new=%s sessions_ended=%d",
+        log.warning("event=admin_block user=%r by=%r new=%s sessions_ended=%d",
                     block.user, user, created, ended)
         return AdminResult(BLOCK_COLUMNS[:5] + ["new", "sessions_ended", "message"],
                            [_block_row(block)[:5] + (_text(created), str(ended),

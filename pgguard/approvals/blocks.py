@@ -186,7 +186,7 @@ class Blocks:
                 except StoreUnavailable:
                     ready = False
                 if not ready:
-                    log.warning("blocks_listen_not_ready store polling only")
+                    log.warning("event=blocks_listen_not_ready fallback=polling")
             interval = poll_s if poll_s is not None else (
                 self.poll_interval_s if listener is None else max(5.0, self.poll_interval_s * 10))
             task_status.started()
@@ -196,7 +196,7 @@ class Blocks:
                 try:
                     new = await self._call(self.store.blocks_after, last)
                 except StoreUnavailable as exc:
-                    log.warning("blocks_poll_failed error=%s", exc)
+                    log.warning("event=blocks_poll_failed error=%s", exc)
                     new = []
                 for block in new:
                     last = max(last, block.id)
@@ -216,4 +216,4 @@ class Blocks:
             if inspect.isawaitable(result):
                 await result
         except Exception:  # a bug in ending sessions must not end the watch
-            log.exception("blocks_callback_failed id=%s", block.id)
+            log.exception("event=blocks_callback_failed id=%s", block.id)

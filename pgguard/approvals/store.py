@@ -410,7 +410,7 @@ class SqlStore:
 
         block, created = self._run(op, write=True)
         if created:
-            log.warning("user_blocked user=%r by=%r id=%s", user, blocked_by, block.id)
+            log.warning("event=user_blocked user=%r by=%r id=%s", user, blocked_by, block.id)
         return block, created
 
     def unblock(self, user: str, unblocked_by: str) -> Block | None:
@@ -430,7 +430,7 @@ class SqlStore:
 
         block = self._run(op, write=True)
         if block is not None:
-            log.warning("user_unblocked user=%r by=%r id=%s", user, unblocked_by, block.id)
+            log.warning("event=user_unblocked user=%r by=%r id=%s", user, unblocked_by, block.id)
         return block
 
     def active_block(self, user: str) -> Block | None:
