@@ -106,7 +106,7 @@ class Approvals:
     # -- lifecycle
 
     async def start(self) -> int:
-        """Create the store's table and abandon this instance's leftovers.
+        """Create the store's tables (requests and blocks) and abandon this instance's leftovers.
 
         Returns:
             How many requests were abandoned.
