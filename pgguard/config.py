@@ -130,6 +130,16 @@ class ApprovalsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AdminConfig:
+    """``[admin]``: who may run the console's operator commands.
+
+    ``groups`` defaults to ``approvals.approver_groups``; an empty tuple lets nobody.
+    """
+
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class RecordingConfig:
     dir: str | None = None
     key_file: str | None = None
@@ -179,6 +189,7 @@ class Config:
     recording: RecordingConfig = field(default_factory=RecordingConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
 
     def connection(self, name: str) -> ConnectionConfig | None:
         for conn in self.connections:
@@ -446,6 +457,19 @@ def _approvals(s: _Section) -> ApprovalsConfig:
     return cfg
 
 
+def _admin(s: _Section, approvals: ApprovalsConfig) -> AdminConfig:
+    explicit = "groups" in s.data
+    groups = s.get_str_list("groups", approvals.approver_groups)
+    for i, group in enumerate(groups if explicit else ()):
+        if not group.strip():
+            raise s.error(f"groups[{i}]", "must not be empty")
+        if group == "*":
+            # Grants read '*' as everyone; the console (KILL, BLOCK) must never be that.
+            raise s.error(f"groups[{i}]", "'*' is not allowed here; name the groups")
+    s.finish()
+    return AdminConfig(groups=groups)
+
+
 def _recording(s: _Section) -> RecordingConfig:
     cfg = RecordingConfig(
         dir=s.get("dir", str),
@@ -485,7 +509,7 @@ def _log(s: _Section) -> LogConfig:
 
 
 SECTIONS = ("listen", "identity", "vault", "connections", "masking", "approvals", "recording",
-            "metrics", "log")
+            "metrics", "log", "admin")
 
 
 def parse(data: dict[str, Any], path: str | None = None) -> Config:
@@ -508,6 +532,7 @@ def parse(data: dict[str, Any], path: str | None = None) -> Config:
         seen.add(c.name)
     if connections and not identity.issuer and not identity.jwks_url:
         raise ConfigError("identity.issuer", "is required (or identity.jwks_url)", path)
+    approvals = _approvals(root.sub("approvals"))
     cfg = Config(
         path=path,
         listen=listen,
@@ -515,10 +540,11 @@ def parse(data: dict[str, Any], path: str | None = None) -> Config:
         vault=vault,
         connections=connections,
         masking=_masking(root.sub("masking"), "masking" in data),
-        approvals=_approvals(root.sub("approvals")),
+        approvals=approvals,
         recording=_recording(root.sub("recording")),
         metrics=_metrics(root.sub("metrics"), "metrics" in data),
         log=_log(root.sub("log")),
+        admin=_admin(root.sub("admin"), approvals),
     )
     root.finish()
     return cfg

@@ -3,20 +3,19 @@
 Commands are parsed and run by :mod:`.commands`; this module only speaks the protocol,
 simple and extended, so psql, psycopg (either cursor) and the DBA prompt work. It meets
 the gateway through two small Protocols, :class:`Channel` (bytes in and out, and the
-framer the session already fed) and :class:`ConsoleContext` (who is connected and the
-few services the commands need), so it knows nothing of sessions or sockets and runs in
-unit tests over an in-memory channel.
+framer the session already fed) and :class:`ConsoleContext` (who is connected, typed
+snapshots of sessions, servers, leases and stats, and the few actions the commands take;
+defined in :mod:`.context` and re-exported here), so it knows nothing of sessions or
+sockets and runs in unit tests over an in-memory channel.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 from .. import __version__
-from ..approvals import Approvals
-from ..errors import AdminCommandError, FeatureNotSupported, GatewayError
+from ..errors import AdminCommandError, GatewayError
 from ..wire import codec
 from ..wire.messages import (
     Bind,
@@ -30,7 +29,17 @@ from ..wire.messages import (
     Sync,
     Terminate,
 )
-from .commands import AdminResult, Identity, execute
+from .commands import AdminResult, execute
+from .context import (
+    ConsoleContext,
+    LeaseView,
+    ServerView,
+    SessionView,
+    StatsView,
+)
+
+__all__ = ["AdminConsole", "Channel", "ConsoleContext", "Frames", "LeaseView", "ServerView",
+           "SessionView", "StatsView", "run_admin_console"]
 
 log = logging.getLogger(__name__)
 
@@ -59,29 +68,6 @@ class Channel(Protocol):
 
     async def send(self, data: bytes) -> None:
         """Send *data* to the client, whole."""
-        ...
-
-
-class ConsoleContext(Protocol):
-    """What the console needs from the gateway, and nothing more."""
-
-    @property
-    def identity(self) -> Identity:
-        """The authenticated console user."""
-        ...
-
-    @property
-    def approvals(self) -> Approvals | None:
-        """The approvals service, or None when approvals are not configured."""
-        ...
-
-    @property
-    def secret_key(self) -> int:
-        """The key sent in BackendKeyData."""
-        ...
-
-    def sessions(self) -> Iterable[Mapping[str, object]]:
-        """One mapping per live client session (see ``commands.SESSION_COLUMNS``)."""
         ...
 
 
@@ -133,14 +119,9 @@ class AdminConsole:
         self.skipping = False
 
     async def _run(self, sql: str) -> AdminResult:
-        approvals = self.context.approvals
-        if approvals is None:
-            raise FeatureNotSupported(
-                "pgguard: approvals are not configured on this gateway "
-                "([approvals] approver_groups)")
-        identity = self.context.identity
-        result = await execute(sql, identity, approvals, self.context.sessions)
-        log.info("event=admin_command user=%s tag=%s", identity.user, result.command_tag)
+        result = await execute(sql, self.context)
+        log.info("event=admin_command user=%s tag=%s", self.context.identity.user,
+                 result.command_tag)
         return result
 
     async def serve(self) -> None:
