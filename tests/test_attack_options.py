@@ -201,3 +201,24 @@ def test_generated_explain_option_lists_agree_with_postgres(reader, attack_db, o
         assert not out.ok
     else:
         assert out.ok, out.texts[:2]
+
+
+@pytest.mark.parametrize("sql", [
+    "COPY users TO STDOUT (ENCODING 'LATIN1')",
+    "COPY (SELECT ssn, email FROM users) TO STDOUT (FORMAT csv, ENCODING 'WIN1252')",
+    "COPY users TO STDOUT (ENCODING 'SJIS')",
+    "COPY users TO STDOUT (FORMAT csv, FORMAT text, ENCODING 'UTF8')",
+])
+def test_copy_in_another_encoding_is_refused_under_masking(reader, officer, needles, sql):
+    """The masker splits and decodes rows in the session's client_encoding: a COPY that
+    converts them to another one is refused; an exempt user gets them as PostgreSQL
+    writes them (an encoding that is not ASCII-safe is refused for everyone)."""
+    from harness.attack import Outcome
+    texts, err = _copy(reader, sql)
+    assert err is not None and str(err).startswith("pgguard:"), texts[-3:]
+    assert_no_leak(Outcome(texts=texts), needles)
+    clear, err = _copy(officer, sql)
+    if "SJIS" in sql:
+        assert err is not None and "SJIS" in str(err)
+    elif "FORMAT text" not in sql:
+        assert err is None, clear[-3:]

@@ -118,6 +118,7 @@ def test_copy_options(sql, expected):
     "COPY t TO STDOUT (HEADER maybe)",
     "COPY t TO STDOUT (NOSUCH 1)",
     "COPY t TO STDOUT (\"FORMAT\" csv)",
+    "COPY t TO STDOUT (ENCODING 'LATIN1')",
 ])
 def test_copy_options_postgres_rejects_are_refused(sql):
     with pytest.raises(Refused):
