@@ -195,6 +195,20 @@ def test_a_bound_client_encoding_is_left_to_the_bind():
         .encoding_params == ()
 
 
+def test_execute_with_parameters_of_an_unknown_statement_is_refused():
+    """A statement prepared with Parse is not in the SQL-level map: its EXECUTE may feed
+    set_config('client_encoding', $1, …) a value the session never sees in a Bind."""
+    from pgguard.policy import remember_prepared
+    prepared: dict = {}
+    remember_prepared(prepared, classify("PREPARE q(text) AS SELECT length($1)"))
+    for sql in ("EXECUTE z('SJIS')", "EXPLAIN ANALYZE EXECUTE z('SJIS')",
+                "CREATE TABLE x AS EXECUTE z('SJIS')"):
+        assert classify(sql, prepared).statements[0].refusal, sql
+        assert classify(sql).statements[0].refusal, sql
+    for sql in ("EXECUTE q('SJIS')", "EXECUTE z", "EXPLAIN ANALYZE EXECUTE q('x')"):
+        assert classify(sql, prepared).statements[0].refusal is None, sql
+
+
 def test_execute_of_a_refused_prepare_is_refused():
     from pgguard.policy import remember_prepared
     prepared: dict = {}
