@@ -27,6 +27,7 @@ from .plan import (
     DDL_NODES,
     MAX_VIEW_DEPTH,
     OPAQUE_FUNCTIONS,
+    SET_RETURNING_FUNCTIONS,
     SINK_FUNCTIONS,
     SRF_COLUMNS,
     VALUE_CARRYING_SYSTEM_RELATIONS,
@@ -48,11 +49,14 @@ from .plan import (
     colname,
     copy_options,
     derive,
+    explain_analyze,
     mask_of,
     rename,
+    tainted_by,
     union,
     unproven,
 )
+from .positions import TYPED_FIELDS, Role, role, unclassified
 from .rules import Mask, RuleSet
 
 # Re-exported for the importers of pgguard.masking.lineage.
@@ -84,6 +88,9 @@ class Planner:
 
     def _reset(self) -> None:
         self.found = Findings()
+        # Per query level (innermost last): data read in positions that carry values
+        # into every output column of the level (see _taint).
+        self._levels: list[list[Lin]] = [[]]
 
     # -- entry points --------------------------------------------------------------
 
@@ -151,6 +158,7 @@ class Planner:
             inner = self._plan(body["query"])
             if isinstance(inner, Refusal):
                 return inner
+            self._explain(body, inner)
             result = Result([("QUERY PLAN", CLEAN)])
             skind = "explain"
         elif kind == "CopyStmt":
@@ -207,6 +215,20 @@ class Planner:
         return build_plan(self.rules, self.found, skind, result, copy, name, refresh,
                           deny_predicates=self.deny_predicates, on_unproven=self.on_unproven)
 
+    def _explain(self, body: dict, inner: MaskPlan) -> None:
+        """EXPLAIN ANALYZE runs the statement and prints its row counts: refused when the
+        statement reads masked data. Plain EXPLAIN runs nothing, but its estimates come
+        from the statistics of the columns it reads: those count as predicates."""
+        masked = sorted(o for o in self.found.seen | self.found.pred if self.rules.match(*o))
+        if explain_analyze(body.get("options", [])):
+            if masked:
+                raise Refused(f"EXPLAIN ANALYZE of a statement that reads masked column "
+                              f"{'.'.join(masked[0])}: its row counts would carry it")
+            if not inner.masks_nothing and not self.found.unknown:
+                raise Refused("EXPLAIN ANALYZE of a statement whose output would be masked "
+                              "(unproven origin): its row counts would carry it")
+        self.found.pred |= set(masked)
+
     def mask_of(self, lin: Lin) -> Mask | None:
         """The mask a value of lineage *lin* gets under the rules (None = clear)."""
         return mask_of(self.rules, lin)
@@ -225,9 +247,11 @@ class Planner:
         wc = body.get("withClause")
         if not wc:
             return ctes
+        self._check("WithClause", wc, outer, ctes)
         ctes = Ctes(ctes)
         for c in wc.get("ctes", []):
             cte = c["CommonTableExpr"]
+            self._check("CommonTableExpr", cte, outer, ctes)
             name = cte["ctename"]
             colnames = [_name(x) for x in cte.get("aliascolnames", [])]
             q = cte["ctequery"]
@@ -238,7 +262,30 @@ class Planner:
             else:
                 res = self._query(q, outer, ctes)
                 ctes.defs[name] = Result(rename(res.cols, colnames), res.known)
+            ctes.defs[name] = self._search_cycle(cte, ctes.defs[name], outer, ctes)
         return ctes
+
+    def _search_cycle(self, cte: dict, res: Result, outer: Scope | None, ctes: Ctes
+                      ) -> Result:
+        """SEARCH adds a sequence column and CYCLE a mark and a path column, computed
+        from the columns they list (the path holds their values)."""
+        cols = list(res.cols)
+        for key, kind, listed, added in (
+                ("search_clause", "CTESearchClause", "search_col_list", ("search_seq_column",)),
+                ("cycle_clause", "CTECycleClause", "cycle_col_list",
+                 ("cycle_mark_column", "cycle_path_column"))):
+            clause = cte.get(key)
+            if not clause:
+                continue
+            self._check(kind, clause, outer, ctes)
+            wanted = {_name(x) for x in clause.get(listed, [])}
+            lins = [lin for n, lin in res.cols if n in wanted] + [
+                self._expr(clause.get(k), Scope(parent=outer), ctes)
+                for k in ("cycle_mark_value", "cycle_mark_default")]
+            if not res.known or len(wanted) > len([n for n, _ in res.cols if n in wanted]):
+                lins.append(res.all())
+            cols.extend((clause.get(a) or "?column?", derive(lins)) for a in added)
+        return Result(cols, res.known) if len(cols) != len(res.cols) else res
 
     def _recursive_cte(self, name: str, body: dict, colnames: list[str], ctes: Ctes,
                        outer: Scope | None) -> Result:
@@ -258,6 +305,24 @@ class Planner:
                        current.known)
 
     def _select(self, body: dict, outer: Scope | None, ctes: Ctes) -> Result:
+        """One query level: its result, fed by what the level read in positions that
+        carry values into every output column (and passing that on to the levels
+        around it)."""
+        self._levels.append([])
+        try:
+            res = self._select_level(body, outer, ctes)
+        finally:
+            taint = union(self._levels.pop())
+        return self._tainted(res, taint)
+
+    def _tainted(self, res: Result, taint: Lin) -> Result:
+        if not taint.origins and taint.opaque is None:
+            return res
+        self._levels[-1].append(taint)
+        return Result([(n, tainted_by(lin, taint)) for n, lin in res.cols], res.known)
+
+    def _select_level(self, body: dict, outer: Scope | None, ctes: Ctes) -> Result:
+        self._check("SelectStmt", body, outer, ctes)
         ctes = self._with(body, ctes, outer)
         op = body.get("op", "SETOP_NONE")
         if op != "SETOP_NONE":
@@ -305,7 +370,9 @@ class Planner:
                 for d in distinct:
                     self._predicate(self._sortref(d, res, scope, ctes))
         for w in body.get("windowClause", []):
-            self._predicate(self._expr(w, scope, ctes))
+            # PARTITION BY / ORDER BY are predicates (recorded by the walk); frame
+            # offsets feed the window functions of the level.
+            self._taint(self._expr(w, scope, ctes))
         self._order(body, res, scope, ctes)
         return res
 
@@ -313,9 +380,9 @@ class Planner:
         for s in body.get("sortClause", []):
             node = s["SortBy"]["node"]
             self._predicate(self._sortref(node, res, scope or Scope(), ctes))
-        for key in ("limitCount", "limitOffset"):
+        for key, what in (("limitCount", "LIMIT/FETCH"), ("limitOffset", "OFFSET")):
             if body.get(key):
-                self._expr(body[key], scope or Scope(), ctes)
+                self._rowcount(self._expr(body[key], scope or Scope(), ctes), what)
 
     def _sortref(self, node: dict, res: Result, scope: Scope, ctes: Ctes) -> Lin:
         """GROUP BY / ORDER BY item: an ordinal or output name refers to the targets."""
@@ -341,6 +408,7 @@ class Planner:
         known = True
         for t in targets:
             rt = t["ResTarget"]
+            self._check("ResTarget", rt, scope, ctes)
             val = rt.get("val")
             star = self._star_target(val, scope)
             if star is not None:
@@ -406,10 +474,16 @@ class Planner:
     def _from_item(self, item: dict, left: Scope, outer: Scope | None, ctes: Ctes
                    ) -> tuple[list[Rte], list[tuple[str, Lin]] | None, dict[str, Lin]]:
         kind, body = _node(item)
+        if kind in ("RangeVar", "RangeTableSample", "RangeSubselect", "RangeFunction",
+                    "JoinExpr", "RangeTableFunc", "JsonTable"):
+            self._check(kind, body, left, ctes)
         if kind == "RangeVar":
             rte = self._range_var(body, ctes)
             return [rte], (None if rte.any_col is not None else list(rte.cols)), {}
         if kind == "RangeTableSample":
+            # The sampling arguments decide how many rows come back.
+            for key in ("args", "repeatable"):
+                self._rowcount(self._expr(body.get(key), left, ctes), "TABLESAMPLE")
             return self._from_item(body["relation"], left, outer, ctes)
         if kind == "RangeSubselect":
             # LATERAL sees the items to its left; otherwise only the outer query levels.
@@ -425,7 +499,9 @@ class Planner:
         if kind == "JoinExpr":
             return self._join(body, left, outer, ctes)
         if kind in ("RangeTableFunc", "JsonTable"):
-            lin = self._generic(body, left, ctes, skip=("columns", "alias"))
+            # Every clause (document, row and column paths, defaults, PASSING) shapes the
+            # rows: masked data there is refused; the columns carry the rest.
+            lin = self._generic(kind, body, left, ctes, rows_are_values=True)
             names = []
             for c in body.get("columns", []):
                 ck, cb = _node(c)
@@ -440,6 +516,7 @@ class Planner:
         return [Rte(None, [], lin)], None, {}
 
     def _range_var(self, body: dict, ctes: Ctes) -> Rte:
+        self._check("RangeVar", body, None, ctes)
         relname = body["relname"]
         schema = body.get("schemaname")
         alias, colnames = _alias(body.get("alias"))
@@ -483,7 +560,7 @@ class Planner:
             return [(n, unproven(f"view {rel.name} cannot be expanded")) for n in names]
         # The view's own filters are not the user's predicates: expand with a separate
         # planner state and keep only the column lineage.
-        saved = self.found
+        saved, saved_levels = self.found, self._levels
         self._expanding.add(rel.oid)
         try:
             self._reset()
@@ -502,7 +579,7 @@ class Planner:
                 cols = [(n, unproven(f"view {rel.name} cannot be parsed")) for n in names]
         finally:
             self._expanding.discard(rel.oid)
-            self.found = saved
+            self.found, self._levels = saved, saved_levels
         self._view_cache[rel.oid] = cols
         return cols
 
@@ -595,24 +672,74 @@ class Planner:
         self.found.seen |= lin.origins
         return lin
 
+    def _rowcount(self, lin: Lin, where: str) -> None:
+        """*lin* shapes how many rows come back: masked data there is refused (the client
+        counts the rows, masking values cannot hide them); unproven data too, unless an
+        unknown relation first asks for a catalog refresh (:func:`~.plan.build_plan`)."""
+        masked = self._masked(lin)
+        if masked:
+            raise Refused(f"masked column {masked} shapes the number of rows ({where}): "
+                          f"the client would count them")
+        if lin.opaque and self.found.rowcount_unproven is None:
+            self.found.rowcount_unproven = f"{where}: {lin.opaque}"
+
+    def _masked(self, lin: Lin) -> str | None:
+        masked = sorted(o for o in lin.origins if self.rules.match(*o))
+        return ".".join(masked[0]) if masked else None
+
+    def _taint(self, lin: Lin) -> None:
+        """Data read where it feeds every output column of the current query level."""
+        if lin.origins or lin.opaque:
+            self._levels[-1].append(lin)
+
+    def _check(self, kind: str, body: dict, scope: Scope | None, ctes: Ctes) -> None:
+        """Fail closed on the fields of *body* the position table does not classify."""
+        for key in unclassified(kind, body):
+            self._unclassified(kind, key, body[key], scope or Scope(), ctes)
+
+    def _unclassified(self, kind: str, key: str, value: object, scope: Scope, ctes: Ctes
+                      ) -> None:
+        # It may shape the rows or feed any column: refused when it reads masked data,
+        # otherwise what it reads taints the whole level.
+        lin = self._walk(value, scope, ctes, kind, key)
+        masked = self._masked(lin)
+        if masked:
+            raise Refused(f"masked column {masked} is used in {kind}.{key}, a position "
+                          f"pgguard does not classify")
+        self._taint(lin)
+
+    def _walk(self, v: object, scope: Scope, ctes: Ctes, kind: str, key: str) -> Lin:
+        """The lineage of the value of field *key* of a node of type *kind*."""
+        if isinstance(v, list):
+            return union(self._walk(x, scope, ctes, kind, key) for x in v)
+        if not isinstance(v, dict) or not v:
+            return CLEAN
+        if len(v) == 1 and next(iter(v))[:1].isupper():
+            return self._expr(v, scope, ctes)
+        # An unwrapped node of the field's fixed type (or, unknown, every field of it
+        # unclassified).
+        return self._generic(TYPED_FIELDS.get((kind, key), f"{kind}.{key}"), v, scope, ctes)
+
     def _expr(self, n: dict | list | None, scope: Scope, ctes: Ctes) -> Lin:
         if not n:
             return CLEAN
         if isinstance(n, list):
             return union(self._expr(x, scope, ctes) for x in n)
         kind, body = _node(n)
-        if kind in ("A_Const", "ParamRef", "SQLValueFunction", "String", "Integer", "Float",
-                    "Boolean", "TypeName", "SetToDefault"):
+        if kind == "A_Const":
             return CLEAN
         if kind == "ColumnRef":
+            self._check(kind, body, scope, ctes)
             return self._column(_names(body.get("fields", [])), scope)
         if kind == "CollateClause":
+            self._check(kind, body, scope, ctes)
             return self._expr(body.get("arg"), scope, ctes)
         if kind == "FuncCall":
             return self._funccall(body, scope, ctes)
         if kind == "SubLink":
             return self._sublink(body, scope, ctes)
         if kind == "A_Indirection":
+            self._check(kind, body, scope, ctes)
             arg = body.get("arg", {})
             ind = body.get("indirection", [])
             if len(ind) == 1 and "String" in ind[0] and "ColumnRef" in arg:
@@ -624,40 +751,65 @@ class Planner:
                         if lin is not None:
                             return lin         # (u).email is u.email
             return derive([self._expr(arg, scope, ctes), self._expr(ind, scope, ctes)])
-        if kind in ("SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt"):
+        if kind in ("SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"):
             return self._query(n, scope, ctes).all().derived()
         if kind == "ResTarget":
-            return self._expr(body.get("val"), scope, ctes)
-        return self._generic(body, scope, ctes)
+            self._check(kind, body, scope, ctes)
+            return union([self._expr(body.get("val"), scope, ctes),
+                          self._expr(body.get("indirection"), scope, ctes).derived()])
+        return self._generic(kind, body, scope, ctes)
 
-    def _generic(self, body: dict, scope: Scope, ctes: Ctes, skip: tuple[str, ...] = ()
-                 ) -> Lin:
+    def _generic(self, kind: str, body: dict, scope: Scope, ctes: Ctes,
+                 rows_are_values: bool = False) -> Lin:
+        """The value of a node walked by the position table: value fields feed it,
+        predicates and row-count positions are recorded (and refused when masked), and
+        unclassified fields fail closed.
+
+        Args:
+            rows_are_values: the node is a row source whose columns are computed from its
+                row-count positions too (XMLTABLE, JSON_TABLE).
+        """
         lins = []
         for key, v in body.items():
-            if key in skip or key == "location":
+            r = role(kind, key)
+            if r is None:
+                self._unclassified(kind, key, v, scope, ctes)
                 continue
-            if isinstance(v, dict):
-                if len(v) == 1 and next(iter(v))[:1].isupper():
-                    lins.append(self._expr(v, scope, ctes))
-                elif v:
-                    lins.append(self._generic(v, scope, ctes))
-            elif isinstance(v, list):
-                for x in v:
-                    if isinstance(x, dict) and len(x) == 1 and next(iter(x))[:1].isupper():
-                        lins.append(self._expr(x, scope, ctes))
+            if r is Role.IGNORE:
+                continue
+            lin = self._walk(v, scope, ctes, kind, key)
+            if r is Role.PREDICATE:
+                self._predicate(lin)
+            elif r is Role.ROWCOUNT:
+                self._rowcount(lin, f"{kind}.{key}")
+                if rows_are_values:
+                    lins.append(lin)
+            else:
+                lins.append(lin)
         return derive(lins)
 
     def _funccall(self, body: dict, scope: Scope, ctes: Ctes) -> Lin:
+        self._check("FuncCall", body, scope, ctes)
         names = _names(body.get("funcname", []))
         fname = names[-1]
         schema = names[-2] if len(names) > 1 else None
         args = self._expr(body.get("args", []), scope, ctes)
-        for key in ("agg_filter", "agg_order"):
-            if body.get(key):
-                self._predicate(self._expr(body[key], scope, ctes))
-        if body.get("over"):
-            self._predicate(self._generic(body["over"], scope, ctes))
+        order = self._expr(body.get("agg_order"), scope, ctes)
+        if body.get("agg_within_group"):
+            # Ordered-set and hypothetical-set aggregates (mode(), percentile_disc(),
+            # rank(…) WITHIN GROUP): the sorted values are what they return or rank.
+            args = union([args, order.derived()])
+        else:
+            self._predicate(order)
+        self._predicate(self._expr(body.get("agg_filter"), scope, ctes))
+        # PARTITION BY / ORDER BY are predicates (recorded by the walk); frame offsets
+        # (ROWS BETWEEN n PRECEDING) feed the function's value.
+        window = self._generic("WindowDef", body["over"], scope, ctes) if body.get("over") \
+            else CLEAN
         builtin = schema in (None, "pg_catalog")
+        if self._may_return_set(fname, schema):
+            self._rowcount(args, f"arguments of the set-returning function {fname}()")
+        args = union([args, window])
         if fname in SINK_FUNCTIONS and builtin and (
                 any(self.rules.match(*o) for o in args.origins)
                 # a setting is read back in clear by current_setting(): an argument of
@@ -673,10 +825,23 @@ class Planner:
             # arguments otherwise
             return args.derived()
         if fname in CLEAN_AGGREGATES and schema in (None, "pg_catalog"):
-            return CLEAN
+            # count(x) counts the rows where x is not null: a predicate on x.
+            self._predicate(args)
+            return window.derived()
         return args.derived()
 
+    def _may_return_set(self, fname: str, schema: str | None) -> bool:
+        """True when the function may return a set (its arguments then shape the rows)."""
+        if self.catalog.is_user_function(fname, schema):
+            # A catalog that cannot tell: a user function may return a set.
+            may = getattr(self.catalog, "may_return_set", None)
+            return True if may is None else bool(may(fname, schema))
+        if schema == "information_schema":
+            return True
+        return fname in SET_RETURNING_FUNCTIONS
+
     def _sublink(self, body: dict, scope: Scope, ctes: Ctes) -> Lin:
+        self._check("SubLink", body, scope, ctes)
         res = self._query(body["subselect"], scope, ctes)
         t = body.get("subLinkType")
         if t == "EXISTS_SUBLINK":
@@ -694,6 +859,46 @@ class Planner:
     # -- writes --------------------------------------------------------------------
 
     def _dml(self, kind: str, body: dict, outer: Scope | None, ctes: Ctes) -> Result:
+        """A data-modifying statement: one query level (see :meth:`_select`)."""
+        self._levels.append([])
+        try:
+            res = self._dml_level(kind, body, outer, ctes)
+        finally:
+            taint = union(self._levels.pop())
+        return self._tainted(res, taint)
+
+    def _assigned(self, rt: dict, scope: Scope, ctes: Ctes) -> Lin:
+        """The value a SET / ON CONFLICT / MERGE target assigns (with what its subscripts
+        read: the position written depends on them)."""
+        self._check("ResTarget", rt, scope, ctes)
+        val = rt.get("val") or {}
+        if "MultiAssignRef" in val:
+            lin = self._multi_assign(val["MultiAssignRef"], scope, ctes)
+        else:
+            lin = self._expr(val, scope, ctes)
+        return union([lin, self._expr(rt.get("indirection"), scope, ctes).derived()])
+
+    def _multi_assign(self, body: dict, scope: Scope, ctes: Ctes) -> Lin:
+        """Column *colno* of ``SET (a, b, …) = (SELECT …)`` or ``= ROW(…)``."""
+        self._check("MultiAssignRef", body, scope, ctes)
+        i = body.get("colno", 0) - 1
+        skind, sbody = _node(body["source"])
+        if skind == "SubLink" and sbody.get("subLinkType") in ("EXPR_SUBLINK",
+                                                               "MULTIEXPR_SUBLINK"):
+            self._check(skind, sbody, scope, ctes)
+            res = self._query(sbody["subselect"], scope, ctes)
+            if res.known and 0 <= i < len(res.cols):
+                return res.cols[i][1]
+            return res.all().derived()
+        if skind == "RowExpr":
+            self._check(skind, sbody, scope, ctes)
+            args = sbody.get("args", [])
+            if 0 <= i < len(args):
+                return self._expr(args[i], scope, ctes)
+        return self._expr(body["source"], scope, ctes).derived()
+
+    def _dml_level(self, kind: str, body: dict, outer: Scope | None, ctes: Ctes) -> Result:
+        self._check(kind, body, outer, ctes)
         ctes = self._with(body, ctes, outer)
         target = self._range_var(body["relation"], Ctes())
         rel = target.relation
@@ -703,19 +908,29 @@ class Planner:
             check_write(self.rules, self.catalog, rel, body["relation"], col, lin)
 
         if kind == "InsertStmt":
-            names = [t["ResTarget"]["name"] for t in body.get("cols", [])] or \
-                [n for n, _ in target.cols]
+            cols = [t["ResTarget"] for t in body.get("cols", [])]
+            names = [c["name"] for c in cols] or [n for n, _ in target.cols]
+            # INSERT INTO t (arr[i]) …: the subscript decides where the value lands.
+            subscripts = [union([self._expr(c.get("indirection"), Scope(parent=outer), ctes)])
+                          for c in cols]
+            for c in cols:
+                self._check("ResTarget", c, scope, ctes)
             if body.get("selectStmt"):
                 src = self._query(body["selectStmt"], outer, ctes)
                 for i, (_, lin) in enumerate(src.cols):
+                    extra = subscripts[i].derived() if i < len(subscripts) else CLEAN
                     check(names[i] if i < len(names) else "?column?",
-                          lin if src.known else src.all())
+                          union([lin if src.known else src.all(), extra]))
             oc = body.get("onConflictClause") or {}
             excluded = Rte("excluded", list(target.cols))
             cscope = Scope(rtes=[target, excluded], parent=outer)
+            if oc:
+                self._check("OnConflictClause", oc, cscope, ctes)
+                if oc.get("infer"):
+                    self._predicate(self._generic("InferClause", oc["infer"], cscope, ctes))
             for t in oc.get("targetList", []):
                 rt = t["ResTarget"]
-                check(rt.get("name"), self._expr(rt.get("val"), cscope, ctes))
+                check(rt.get("name"), self._assigned(rt, cscope, ctes))
             if oc.get("whereClause"):
                 self._predicate(self._expr(oc["whereClause"], cscope, ctes))
         elif kind == "UpdateStmt":
@@ -724,7 +939,7 @@ class Planner:
             scope.merged.update(fscope.merged)
             for t in body.get("targetList", []):
                 rt = t["ResTarget"]
-                check(rt.get("name"), self._expr(rt.get("val"), scope, ctes))
+                check(rt.get("name"), self._assigned(rt, scope, ctes))
             if body.get("whereClause"):
                 self._predicate(self._expr(body["whereClause"], scope, ctes))
         elif kind == "DeleteStmt":
@@ -739,6 +954,7 @@ class Planner:
             self._predicate(self._expr(body.get("joinCondition"), scope, ctes))
             for w in body.get("mergeWhenClauses", []):
                 wc = w["MergeWhenClause"]
+                self._check("MergeWhenClause", wc, scope, ctes)
                 if wc.get("condition"):
                     self._predicate(self._expr(wc["condition"], scope, ctes))
                 tl = wc.get("targetList", [])
@@ -748,12 +964,16 @@ class Planner:
                     for i, v in enumerate(vals):
                         check(names[i] if i < len(names) else "?column?",
                               self._expr(v, scope, ctes))
+                    for t in tl:
+                        self._check("ResTarget", t["ResTarget"], scope, ctes)
                 else:
                     for t in tl:
                         rt = t["ResTarget"]
-                        check(rt.get("name"), self._expr(rt.get("val"), scope, ctes))
-        returning = (body.get("returningClause") or {}).get("exprs") or \
-            body.get("returningList") or []
+                        check(rt.get("name"), self._assigned(rt, scope, ctes))
+        rc = body.get("returningClause") or {}
+        if rc:
+            self._check("ReturningClause", rc, scope, ctes)
+        returning = rc.get("exprs") or body.get("returningList") or []
         if not returning:
             return Result([])
         # PostgreSQL 18 names the old and new row versions in RETURNING.
