@@ -15,34 +15,28 @@ from hypothesis import strategies as st
 
 pytestmark = pytest.mark.usefixtures("reset_victims")
 
-XFAIL_OSA = pytest.mark.xfail(strict=True, reason="issue 11 class 4: ordered-set aggregate "
-                                                  "arguments (WITHIN GROUP) are not followed")
-XFAIL_XML = pytest.mark.xfail(strict=True, reason="issue 11 class 4: XMLTABLE column "
-                                                  "DEFAULT/PATH expressions are not followed")
 
 # ``name`` is masked by its rule only (no detector recognises a person's name), so it shows
 # what the walk misses; SSN- and card-shaped values are caught by the detectors as well.
 READS = [
-    pytest.param("SELECT mode() WITHIN GROUP (ORDER BY name) FROM users",
-                 marks=XFAIL_OSA, id="mode"),
+    pytest.param("SELECT mode() WITHIN GROUP (ORDER BY name) FROM users", id="mode"),
     pytest.param("SELECT id, mode() WITHIN GROUP (ORDER BY name) FROM users GROUP BY id",
-                 marks=XFAIL_OSA, id="mode-per-row"),
+                 id="mode-per-row"),
     pytest.param("SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY name) FROM users",
-                 marks=XFAIL_OSA, id="percentile_disc"),
+                 id="percentile_disc"),
     pytest.param("SELECT percentile_disc(array[0, 0.3, 0.6, 1]) WITHIN GROUP "
-                 "(ORDER BY name) FROM users", marks=XFAIL_OSA, id="percentile_disc-array"),
+                 "(ORDER BY name) FROM users", id="percentile_disc-array"),
     pytest.param("SELECT (SELECT mode() WITHIN GROUP (ORDER BY u.name)) FROM users u",
-                 marks=XFAIL_OSA, id="mode-subquery"),
+                 id="mode-subquery"),
     pytest.param("WITH t AS (SELECT id, percentile_disc(0) WITHIN GROUP (ORDER BY name) AS v "
-                 "FROM users GROUP BY id) SELECT v FROM t", marks=XFAIL_OSA, id="osa-cte"),
+                 "FROM users GROUP BY id) SELECT v FROM t", id="osa-cte"),
     pytest.param("SELECT id, mode() WITHIN GROUP (ORDER BY ssn) FROM users GROUP BY id",
                  id="mode-ssn-detected"),
     pytest.param("SELECT x.v FROM users u, XMLTABLE('/r' PASSING '<r/>' "
-                 "COLUMNS v text PATH 'nothing' DEFAULT u.name) x", marks=XFAIL_XML,
-                 id="xmltable-default"),
+                 "COLUMNS v text PATH 'nothing' DEFAULT u.name) x", id="xmltable-default"),
     pytest.param("SELECT x.v FROM users u, XMLTABLE('/r' PASSING '<r/>' "
                  "COLUMNS v text PATH concat('string(\"', u.name, '\")')) x",
-                 marks=XFAIL_XML, id="xmltable-path"),
+                 id="xmltable-path"),
     pytest.param("SELECT x.v FROM users u, XMLTABLE('/r' PASSING xmlelement(name r, u.name) "
                  "COLUMNS v text PATH '.') x", id="xmltable-passing"),
     pytest.param("SELECT x.* FROM users u, XMLTABLE(concat('/r[\"', u.name, '\" != \"\"]') "
@@ -78,8 +72,6 @@ def test_json_table_column_definitions(reader, officer, needles, attack_db, mode
     assert_leaks_clear(officer.run(sql, mode), needles)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 class 4: masked data in TABLESAMPLE "
-                                       "arguments shapes the rows and is not refused")
 @pytest.mark.parametrize("mode", MODES)
 def test_masked_value_in_tablesample_arguments_is_refused(reader, mode):
     out = reader.run("SELECT u.id, count(v.id) FROM users u, LATERAL (SELECT * FROM victims "
@@ -181,7 +173,6 @@ def test_generated_shapes_the_walk_follows_leak_nothing(reader, needles, sql):
     assert_no_leak(out, needles)
 
 
-@XFAIL_OSA
 @SETTINGS
 @example(sql="SELECT (SELECT mode() WITHIN GROUP (ORDER BY c) FROM "
              "(SELECT upper(name) AS c FROM users) s) AS c")

@@ -14,9 +14,6 @@ import re
 import pytest
 from harness.attack import MODES, OFFICER, READER, leaks
 
-XFAIL = pytest.mark.xfail(strict=True, reason="issue 11 class 5: row counts shaped by masked "
-                                              "data are treated as clean")
-
 # Each gives rows (user id, position, character code) for every character of ``name`` (or
 # ``ssn``); positions come from a clean series, past the end the code is 0 or no row.
 WHOLE_VALUE = {
@@ -77,7 +74,6 @@ def strict_reader(make_attack_gateway, client_factory):
     return client_factory(READER, gw=make_attack_gateway(deny_predicates=True))
 
 
-@XFAIL
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("shape", WHOLE_VALUE)
 def test_whole_value_from_row_counts(reader, needles, shape, mode):
@@ -86,7 +82,6 @@ def test_whole_value_from_row_counts(reader, needles, shape, mode):
                               "ssn" if "u.ssn" in sql else "name")
 
 
-@XFAIL
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("shape", WHOLE_VALUE)
 def test_whole_value_from_row_counts_with_deny_predicates(strict_reader, needles, shape, mode):
@@ -122,7 +117,6 @@ def _explain_rebuild(client, mode: str, length: int):
     return out, "".join(chr(c) for c in codes)
 
 
-@XFAIL
 @pytest.mark.parametrize("mode", MODES)
 def test_explain_analyze_row_counts_rebuild_a_value(reader, attack_db, needles, mode):
     length = attack_db.value("SELECT length(name) FROM users WHERE id = 1")

@@ -45,19 +45,17 @@ from .plan import (
     build_plan,
     check_into,
     check_no_masked,
-    check_write,
     colname,
     copy_options,
     derive,
     explain_analyze,
     mask_of,
     rename,
-    tainted_by,
     union,
     unproven,
 )
-from .positions import TYPED_FIELDS, Role, role, unclassified
 from .rules import Mask, RuleSet
+from .writes import WritePlanning
 
 # Re-exported for the importers of pgguard.masking.lineage.
 __all__ = ["CopyOptions", "Lin", "MaskPlan", "OutputColumn", "Planner", "Refusal"]
@@ -65,7 +63,7 @@ __all__ = ["CopyOptions", "Lin", "MaskPlan", "OutputColumn", "Planner", "Refusal
 log = logging.getLogger(__name__)
 
 
-class Planner:
+class Planner(WritePlanning):
     """Computes lineage and masking plans for statements against one catalog.
 
     Args:
@@ -314,12 +312,6 @@ class Planner:
         finally:
             taint = union(self._levels.pop())
         return self._tainted(res, taint)
-
-    def _tainted(self, res: Result, taint: Lin) -> Result:
-        if not taint.origins and taint.opaque is None:
-            return res
-        self._levels[-1].append(taint)
-        return Result([(n, tainted_by(lin, taint)) for n, lin in res.cols], res.known)
 
     def _select_level(self, body: dict, outer: Scope | None, ctes: Ctes) -> Result:
         self._check("SelectStmt", body, outer, ctes)
@@ -659,9 +651,6 @@ class Planner:
 
     # -- expressions ---------------------------------------------------------------
 
-    def _predicate(self, lin: Lin) -> None:
-        self.found.pred |= lin.origins
-
     def _column(self, names: list[str], scope: Scope) -> Lin:
         lin = scope.resolve(names)
         if lin is None:
@@ -671,54 +660,6 @@ class Planner:
             lin = base.derived() if not base.opaque else unproven(f"unknown relation {names[0]}")
         self.found.seen |= lin.origins
         return lin
-
-    def _rowcount(self, lin: Lin, where: str) -> None:
-        """*lin* shapes how many rows come back: masked data there is refused (the client
-        counts the rows, masking values cannot hide them); unproven data too, unless an
-        unknown relation first asks for a catalog refresh (:func:`~.plan.build_plan`)."""
-        masked = self._masked(lin)
-        if masked:
-            raise Refused(f"masked column {masked} shapes the number of rows ({where}): "
-                          f"the client would count them")
-        if lin.opaque and self.found.rowcount_unproven is None:
-            self.found.rowcount_unproven = f"{where}: {lin.opaque}"
-
-    def _masked(self, lin: Lin) -> str | None:
-        masked = sorted(o for o in lin.origins if self.rules.match(*o))
-        return ".".join(masked[0]) if masked else None
-
-    def _taint(self, lin: Lin) -> None:
-        """Data read where it feeds every output column of the current query level."""
-        if lin.origins or lin.opaque:
-            self._levels[-1].append(lin)
-
-    def _check(self, kind: str, body: dict, scope: Scope | None, ctes: Ctes) -> None:
-        """Fail closed on the fields of *body* the position table does not classify."""
-        for key in unclassified(kind, body):
-            self._unclassified(kind, key, body[key], scope or Scope(), ctes)
-
-    def _unclassified(self, kind: str, key: str, value: object, scope: Scope, ctes: Ctes
-                      ) -> None:
-        # It may shape the rows or feed any column: refused when it reads masked data,
-        # otherwise what it reads taints the whole level.
-        lin = self._walk(value, scope, ctes, kind, key)
-        masked = self._masked(lin)
-        if masked:
-            raise Refused(f"masked column {masked} is used in {kind}.{key}, a position "
-                          f"pgguard does not classify")
-        self._taint(lin)
-
-    def _walk(self, v: object, scope: Scope, ctes: Ctes, kind: str, key: str) -> Lin:
-        """The lineage of the value of field *key* of a node of type *kind*."""
-        if isinstance(v, list):
-            return union(self._walk(x, scope, ctes, kind, key) for x in v)
-        if not isinstance(v, dict) or not v:
-            return CLEAN
-        if len(v) == 1 and next(iter(v))[:1].isupper():
-            return self._expr(v, scope, ctes)
-        # An unwrapped node of the field's fixed type (or, unknown, every field of it
-        # unclassified).
-        return self._generic(TYPED_FIELDS.get((kind, key), f"{kind}.{key}"), v, scope, ctes)
 
     def _expr(self, n: dict | list | None, scope: Scope, ctes: Ctes) -> Lin:
         if not n:
@@ -758,35 +699,6 @@ class Planner:
             return union([self._expr(body.get("val"), scope, ctes),
                           self._expr(body.get("indirection"), scope, ctes).derived()])
         return self._generic(kind, body, scope, ctes)
-
-    def _generic(self, kind: str, body: dict, scope: Scope, ctes: Ctes,
-                 rows_are_values: bool = False) -> Lin:
-        """The value of a node walked by the position table: value fields feed it,
-        predicates and row-count positions are recorded (and refused when masked), and
-        unclassified fields fail closed.
-
-        Args:
-            rows_are_values: the node is a row source whose columns are computed from its
-                row-count positions too (XMLTABLE, JSON_TABLE).
-        """
-        lins = []
-        for key, v in body.items():
-            r = role(kind, key)
-            if r is None:
-                self._unclassified(kind, key, v, scope, ctes)
-                continue
-            if r is Role.IGNORE:
-                continue
-            lin = self._walk(v, scope, ctes, kind, key)
-            if r is Role.PREDICATE:
-                self._predicate(lin)
-            elif r is Role.ROWCOUNT:
-                self._rowcount(lin, f"{kind}.{key}")
-                if rows_are_values:
-                    lins.append(lin)
-            else:
-                lins.append(lin)
-        return derive(lins)
 
     def _funccall(self, body: dict, scope: Scope, ctes: Ctes) -> Lin:
         self._check("FuncCall", body, scope, ctes)
@@ -855,133 +767,6 @@ class Planner:
             return first
         test = self._expr(body.get("testexpr"), scope, ctes)
         return derive([first, test])
-
-    # -- writes --------------------------------------------------------------------
-
-    def _dml(self, kind: str, body: dict, outer: Scope | None, ctes: Ctes) -> Result:
-        """A data-modifying statement: one query level (see :meth:`_select`)."""
-        self._levels.append([])
-        try:
-            res = self._dml_level(kind, body, outer, ctes)
-        finally:
-            taint = union(self._levels.pop())
-        return self._tainted(res, taint)
-
-    def _assigned(self, rt: dict, scope: Scope, ctes: Ctes) -> Lin:
-        """The value a SET / ON CONFLICT / MERGE target assigns (with what its subscripts
-        read: the position written depends on them)."""
-        self._check("ResTarget", rt, scope, ctes)
-        val = rt.get("val") or {}
-        if "MultiAssignRef" in val:
-            lin = self._multi_assign(val["MultiAssignRef"], scope, ctes)
-        else:
-            lin = self._expr(val, scope, ctes)
-        return union([lin, self._expr(rt.get("indirection"), scope, ctes).derived()])
-
-    def _multi_assign(self, body: dict, scope: Scope, ctes: Ctes) -> Lin:
-        """Column *colno* of ``SET (a, b, …) = (SELECT …)`` or ``= ROW(…)``."""
-        self._check("MultiAssignRef", body, scope, ctes)
-        i = body.get("colno", 0) - 1
-        skind, sbody = _node(body["source"])
-        if skind == "SubLink" and sbody.get("subLinkType") in ("EXPR_SUBLINK",
-                                                               "MULTIEXPR_SUBLINK"):
-            self._check(skind, sbody, scope, ctes)
-            res = self._query(sbody["subselect"], scope, ctes)
-            if res.known and 0 <= i < len(res.cols):
-                return res.cols[i][1]
-            return res.all().derived()
-        if skind == "RowExpr":
-            self._check(skind, sbody, scope, ctes)
-            args = sbody.get("args", [])
-            if 0 <= i < len(args):
-                return self._expr(args[i], scope, ctes)
-        return self._expr(body["source"], scope, ctes).derived()
-
-    def _dml_level(self, kind: str, body: dict, outer: Scope | None, ctes: Ctes) -> Result:
-        self._check(kind, body, outer, ctes)
-        ctes = self._with(body, ctes, outer)
-        target = self._range_var(body["relation"], Ctes())
-        rel = target.relation
-        scope = Scope(rtes=[target], star=list(target.cols), parent=outer)
-
-        def check(col: str | None, lin: Lin) -> None:
-            check_write(self.rules, self.catalog, rel, body["relation"], col, lin)
-
-        if kind == "InsertStmt":
-            cols = [t["ResTarget"] for t in body.get("cols", [])]
-            names = [c["name"] for c in cols] or [n for n, _ in target.cols]
-            # INSERT INTO t (arr[i]) …: the subscript decides where the value lands.
-            subscripts = [union([self._expr(c.get("indirection"), Scope(parent=outer), ctes)])
-                          for c in cols]
-            for c in cols:
-                self._check("ResTarget", c, scope, ctes)
-            if body.get("selectStmt"):
-                src = self._query(body["selectStmt"], outer, ctes)
-                for i, (_, lin) in enumerate(src.cols):
-                    extra = subscripts[i].derived() if i < len(subscripts) else CLEAN
-                    check(names[i] if i < len(names) else "?column?",
-                          union([lin if src.known else src.all(), extra]))
-            oc = body.get("onConflictClause") or {}
-            excluded = Rte("excluded", list(target.cols))
-            cscope = Scope(rtes=[target, excluded], parent=outer)
-            if oc:
-                self._check("OnConflictClause", oc, cscope, ctes)
-                if oc.get("infer"):
-                    self._predicate(self._generic("InferClause", oc["infer"], cscope, ctes))
-            for t in oc.get("targetList", []):
-                rt = t["ResTarget"]
-                check(rt.get("name"), self._assigned(rt, cscope, ctes))
-            if oc.get("whereClause"):
-                self._predicate(self._expr(oc["whereClause"], cscope, ctes))
-        elif kind == "UpdateStmt":
-            fscope = self._from(body.get("fromClause", []), outer, ctes)
-            scope.rtes.extend(fscope.rtes)
-            scope.merged.update(fscope.merged)
-            for t in body.get("targetList", []):
-                rt = t["ResTarget"]
-                check(rt.get("name"), self._assigned(rt, scope, ctes))
-            if body.get("whereClause"):
-                self._predicate(self._expr(body["whereClause"], scope, ctes))
-        elif kind == "DeleteStmt":
-            fscope = self._from(body.get("usingClause", []), outer, ctes)
-            scope.rtes.extend(fscope.rtes)
-            scope.merged.update(fscope.merged)
-            if body.get("whereClause"):
-                self._predicate(self._expr(body["whereClause"], scope, ctes))
-        elif kind == "MergeStmt":
-            src = self._from([body["sourceRelation"]], outer, ctes)
-            scope.rtes.extend(src.rtes)
-            self._predicate(self._expr(body.get("joinCondition"), scope, ctes))
-            for w in body.get("mergeWhenClauses", []):
-                wc = w["MergeWhenClause"]
-                self._check("MergeWhenClause", wc, scope, ctes)
-                if wc.get("condition"):
-                    self._predicate(self._expr(wc["condition"], scope, ctes))
-                tl = wc.get("targetList", [])
-                vals = wc.get("values", [])
-                if vals:
-                    names = [t["ResTarget"]["name"] for t in tl] or [n for n, _ in target.cols]
-                    for i, v in enumerate(vals):
-                        check(names[i] if i < len(names) else "?column?",
-                              self._expr(v, scope, ctes))
-                    for t in tl:
-                        self._check("ResTarget", t["ResTarget"], scope, ctes)
-                else:
-                    for t in tl:
-                        rt = t["ResTarget"]
-                        check(rt.get("name"), self._assigned(rt, scope, ctes))
-        rc = body.get("returningClause") or {}
-        if rc:
-            self._check("ReturningClause", rc, scope, ctes)
-        returning = rc.get("exprs") or body.get("returningList") or []
-        if not returning:
-            return Result([])
-        # PostgreSQL 18 names the old and new row versions in RETURNING.
-        scope.rtes.extend([Rte("old", list(target.cols), target.any_col),
-                           Rte("new", list(target.cols), target.any_col)])
-        if target.any_col is not None:
-            scope.star = None
-        return self._targets(returning, scope, ctes)
 
     def _copy_table(self, body: dict) -> Result:
         rte = self._range_var(body["relation"], Ctes())
