@@ -42,6 +42,19 @@ READS = [
     pytest.param("SELECT x.* FROM users u, XMLTABLE(concat('/r[\"', u.name, '\" != \"\"]') "
                  "PASSING '<r>x</r>' COLUMNS v text PATH '.', o FOR ORDINALITY) x "
                  "WHERE u.id = 1", id="xmltable-row-control"),
+    pytest.param("SELECT rank('M') WITHIN GROUP (ORDER BY name), "
+                 "cume_dist('M') WITHIN GROUP (ORDER BY name) FROM users",
+                 id="hypothetical-set"),
+    pytest.param("SELECT o::text FROM (WITH RECURSIVE t(n, v) AS (SELECT 1, name FROM users "
+                 "UNION ALL SELECT n + 1, v FROM t WHERE n < 2) SEARCH DEPTH FIRST BY v SET o "
+                 "SELECT o FROM t) s", id="cte-search-column"),
+    pytest.param("WITH RECURSIVE t(n, v) AS (SELECT 1, name FROM users UNION ALL "
+                 "SELECT n + 1, v FROM t WHERE n < 2) CYCLE v SET c USING p "
+                 "SELECT p::text FROM t", id="cte-cycle-path"),
+    pytest.param("SELECT x.v FROM users u, XMLTABLE('/r' PASSING '<r/>' COLUMNS v text "
+                 "PATH 'nothing' DEFAULT upper(u.name) || '') x", id="xmltable-default-expr"),
+    pytest.param("SELECT * FROM users u, LATERAL jsonb_each_text(jsonb_build_object('k', "
+                 "u.name)) WITH ORDINALITY e", id="srf-ordinality"),
     # Control shapes the walk follows today.
     pytest.param("SELECT min(ssn), string_agg(name, ',' ORDER BY name) FROM users",
                  id="plain-aggregates"),
@@ -55,7 +68,11 @@ def test_masked_value_in_an_unfollowed_position_is_not_clear(reader, needles, sq
     assert_no_leak(out, needles)
 
 
-@pytest.mark.parametrize("sql", [p.values[0] for p in READS if p.id != "xmltable-row-control"])
+# Probes whose clear result is not itself a masked value (a filter, a rank).
+NOT_A_CLEAR_VALUE = {"xmltable-row-control", "hypothetical-set"}
+
+
+@pytest.mark.parametrize("sql", [p.values[0] for p in READS if p.id not in NOT_A_CLEAR_VALUE])
 def test_exempt_user_sees_clear_values_for_the_same_reads(officer, needles, sql):
     out = officer.run(sql)
     assert out.ok, out.texts[:2]
@@ -94,6 +111,19 @@ WRITES = [
                  "FROM users u WHERE u.id = v.id) RETURNING label", id="on-conflict"),
     pytest.param("MERGE INTO victims v USING users u ON u.id = v.id WHEN MATCHED THEN "
                  "UPDATE SET (label, id) = (u.name, v.id)", id="merge"),
+    pytest.param("UPDATE victims v SET (id, label) = (SELECT v.id, u.name FROM users u "
+                 "WHERE u.id = v.id)", id="update-subselect-second-column"),
+    pytest.param("UPDATE victims v SET (id, label) = (v.id, u.name) FROM users u "
+                 "WHERE u.id = v.id", id="update-row-second-column"),
+    pytest.param("UPDATE victims v SET (id, label) = ROW(v.id, u.name) FROM users u "
+                 "WHERE u.id = v.id", id="update-explicit-row"),
+    pytest.param("INSERT INTO victims AS v SELECT id, 'x' FROM users WHERE id <= 5 "
+                 "ON CONFLICT (id) DO UPDATE SET (id, label) = (SELECT v.id, u.name "
+                 "FROM users u WHERE u.id = v.id)", id="on-conflict-second-column"),
+    pytest.param("MERGE INTO victims v USING users u ON u.id = v.id WHEN MATCHED THEN "
+                 "UPDATE SET (id, label) = (v.id, u.name)", id="merge-second-column"),
+    pytest.param("UPDATE victims v SET (id, label) = (SELECT v.id, x FROM (SELECT name AS x "
+                 "FROM users u WHERE u.id = v.id) s)", id="update-nested-subselect"),
     pytest.param("UPDATE victims v SET label = (SELECT name FROM users u WHERE u.id = v.id)",
                  id="control-single-assignment"),
 ]

@@ -194,6 +194,8 @@ CASES = [
     ("EXPLAIN (ANALYZE true, ANALYZE off) SELECT ssn FROM users", [None]),
     ("EXPLAIN ANALYZE SELECT id FROM users", [None]),
     ("EXPLAIN ANALYZE SELECT shout('x')", R),
+    ("EXPLAIN ANALYZE EXECUTE p", R),
+    ("EXPLAIN EXECUTE p", [None]),
 ]
 
 

@@ -219,6 +219,10 @@ class Planner(WritePlanning):
         from the statistics of the columns it reads: those count as predicates."""
         masked = sorted(o for o in self.found.seen | self.found.pred if self.rules.match(*o))
         if explain_analyze(body.get("options", [])):
+            if inner.kind == "execute" and self.rules:
+                # The prepared statement's plan is the session's, not visible here.
+                raise Refused("EXPLAIN ANALYZE EXECUTE: the prepared statement may read "
+                              "masked data and its row counts would carry it")
             if masked:
                 raise Refused(f"EXPLAIN ANALYZE of a statement that reads masked column "
                               f"{'.'.join(masked[0])}: its row counts would carry it")
