@@ -218,3 +218,4 @@ def test_generated_shapes_are_real_probes(officer, needles, sql):
     out = officer.run(sql)
     assert out.ok, (sql, out.texts[:2])
     assert_leaks_clear(out, needles)
+

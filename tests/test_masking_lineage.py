@@ -196,6 +196,10 @@ CASES = [
     ("EXPLAIN ANALYZE SELECT shout('x')", R),
     ("EXPLAIN ANALYZE EXECUTE p", R),
     ("EXPLAIN EXECUTE p", [None]),
+    # EXECUTE's arguments can land anywhere in the prepared statement
+    ("EXECUTE p((SELECT ssn FROM users LIMIT 1))", R),
+    ("EXECUTE p(shout('x'))", R),
+    ("EXECUTE p(1, 'x')", None),
 ]
 
 
@@ -272,6 +276,7 @@ def test_copy_options_parsed(session):
     "SELECT count(*) OVER (PARTITION BY email) FROM users",
     "EXPLAIN SELECT id FROM users WHERE ssn = '1'",
     "EXPLAIN SELECT ssn FROM users",
+    "SELECT 1 FROM (SELECT ssn FROM users UNION SELECT ssn FROM users) s",
 ])
 def test_deny_predicates(catalog, sql):
     cfg = dataclasses.replace(CFG, deny_predicates=True)

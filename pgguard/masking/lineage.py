@@ -189,7 +189,14 @@ class Planner(WritePlanning):
         elif kind == "ExecuteStmt":
             skind, name = "execute", body.get("name")
             for p in body.get("params", []):
-                self._expr(p, Scope(), Ctes())
+                # An argument may land in any position of the prepared statement (its
+                # output, LIMIT, a set-returning function), which this plan cannot see.
+                # (PostgreSQL takes no subquery here, but a user function may read data.)
+                lin = self._expr(p, Scope(), Ctes())
+                masked = self._masked(lin)
+                if masked or (lin.opaque and self.rules):
+                    raise Refused(f"EXECUTE with an argument read from masked column "
+                                  f"{masked or '(unproven)'}")
         elif kind == "ClosePortalStmt":
             skind, name = "close", body.get("portalname")
         elif kind == "DeallocateStmt":
@@ -328,6 +335,10 @@ class Planner(WritePlanning):
             if op == "SETOP_UNION":
                 cols = [(n, union([lin, right.cols[i][1]]) if i < len(right.cols) else lin)
                         for i, (n, lin) in enumerate(left.cols)]
+                if not body.get("all"):
+                    # UNION removes duplicates: like DISTINCT, a predicate on every column.
+                    for _, lin in cols:
+                        self._predicate(lin)
             else:
                 # INTERSECT/EXCEPT return left rows, filtered by the right: the right side
                 # is a predicate.
