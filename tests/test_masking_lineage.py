@@ -196,6 +196,8 @@ CASES = [
     ("EXPLAIN ANALYZE SELECT shout('x')", R),
     ("EXPLAIN ANALYZE EXECUTE p", R),
     ("EXPLAIN EXECUTE p", [None]),
+    ("UPDATE users SET created_at = now() WHERE id = 1 "
+     "RETURNING WITH (OLD AS o, NEW AS n) o.ssn, n.id", ["partial", None]),
     # EXECUTE's arguments can land anywhere in the prepared statement
     ("EXECUTE p((SELECT ssn FROM users LIMIT 1))", R),
     ("EXECUTE p(shout('x'))", R),

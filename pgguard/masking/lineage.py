@@ -250,6 +250,7 @@ class Planner(WritePlanning):
             return self._select(body, outer, ctes)
         if kind in ("InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"):
             return self._dml(kind, body, outer, ctes)
+        self._check(kind, body, outer, ctes)
         return Result([("?column?", unproven(f"{kind} in a query"))], known=False)
 
     def _with(self, body: dict, ctes: Ctes, outer: Scope | None) -> Ctes:
@@ -424,6 +425,8 @@ class Planner(WritePlanning):
                 known = known and ok
                 continue
             lin = self._expr(val, scope, ctes) if val else CLEAN
+            if rt.get("indirection"):
+                lin = union([lin, self._expr(rt["indirection"], scope, ctes).derived()])
             cols.append((rt.get("name") or colname(val), lin))
         return Result(cols, known)
 
@@ -519,6 +522,8 @@ class Planner(WritePlanning):
                 _node(c)[1].get("coltype") == "JTC_NESTED" for c in body.get("columns", []))
             rte = Rte(alias, cols, None if known else lin)
             return [rte], (cols if known else None), {}
+        # A FROM item of a kind the walk does not know: every field unclassified.
+        self._check(kind, body, left, ctes)
         lin = unproven(f"FROM item {kind}")
         return [Rte(None, [], lin)], None, {}
 

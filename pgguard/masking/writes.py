@@ -150,9 +150,10 @@ class WritePlanning(PositionWalk):
         returning = rc.get("exprs") or body.get("returningList") or []
         if not returning:
             return Result([])
-        # PostgreSQL 18 names the old and new row versions in RETURNING.
-        scope.rtes.extend([Rte("old", list(target.cols), target.any_col),
-                           Rte("new", list(target.cols), target.any_col)])
+        # PostgreSQL 18 names the old and new row versions in RETURNING (``old``/``new``,
+        # or the names of ``RETURNING WITH (OLD AS o, NEW AS n)``).
+        names = {"old", "new"} | {_node(o)[1].get("value") for o in rc.get("options", [])}
+        scope.rtes.extend(Rte(n, list(target.cols), target.any_col) for n in sorted(names - {None}))
         if target.any_col is not None:
             scope.star = None
         return self._targets(returning, scope, ctes)
