@@ -129,11 +129,12 @@ WRITES = [
 ]
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("sql", [
     pytest.param(*p.values, id=p.id) for p in WRITES])
 def test_multi_column_assignment_moves_no_masked_value_into_the_clear(
-        writer, reader, needles, attack_db, sql):
-    out = writer.run(sql)
+        writer, reader, needles, attack_db, sql, mode):
+    out = writer.run(sql, mode)
     back = reader.run("SELECT id, label FROM victims ORDER BY id")
     assert back.ok
     stored = [label for (label,) in attack_db.query("SELECT label FROM victims")]
