@@ -201,7 +201,7 @@ CASES = [
     # EXECUTE's arguments can land anywhere in the prepared statement
     ("EXECUTE p((SELECT ssn FROM users LIMIT 1))", R),
     ("EXECUTE p(shout('x'))", R),
-    ("EXECUTE p(1, 'x')", None),
+    ("EXECUTE p(1, 'x')", []),
 ]
 
 
