@@ -172,7 +172,9 @@ LAYERS = [
     "SELECT (SELECT {a} FROM ({q}) s) AS c",
     "SELECT {a} AS c FROM ({q}) s",
     "SELECT x.c FROM (SELECT 1) one, LATERAL ({q}) x",
-    "SELECT c FROM ({q}) s UNION ALL SELECT 'x'",
+    # NULL, not a constant: an aggregate above (min, max, percentile_disc … DESC) could pick
+    # the constant and the probe would show no clear value to the exempt user either.
+    "SELECT c FROM ({q}) s UNION ALL SELECT NULL",
     "SELECT c FROM ({q}) s ORDER BY 1",
     "SELECT DISTINCT c FROM ({q}) s",
 ]
