@@ -301,6 +301,7 @@ class ResultMasker:
         self._rows: RowRewriter | None = None   # the current result's, None = raw bytes
         self._head: Request | None = None
         self._idle: trio.Event | None = None
+        self.on_masked: Callable[[RowRewriter], None] | None = None
 
     # --- start -------------------------------------------------------------------
 
@@ -600,6 +601,8 @@ class ResultMasker:
             new = rows.mask_datarow(body)
             if new is body:
                 return replacement
+            if self.on_masked is not None:
+                self.on_masked(rows)  # metrics: masked values by strategy and detector
             if not new:
                 return b""
             return b"D" + _I32.pack(len(new) + 4) + new
