@@ -9,10 +9,11 @@ first message to the ReadyForQuery that leaves nothing owed.
 
 from __future__ import annotations
 
+import collections
 import random
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from ..errors import (
     ApprovalDenied,
@@ -28,6 +29,8 @@ from ..wire.messages import COMMAND_COMPLETE, READY_FOR_QUERY, CommandComplete
 if TYPE_CHECKING:
     from .. import policy
     from ..wire.exchange import Exchange
+
+T = TypeVar("T")
 
 #: Statement times kept per connection for the p99 (a uniform reservoir sample).
 RESERVOIR_SIZE = 2048
@@ -236,18 +239,34 @@ def count_failure(metrics: Metrics | None, exc: GatewayError, *, authenticated: 
         metrics.upstream_errors.labels(connection).inc()
 
 
+def label_strategies(rows: T, plan: object) -> T:
+    """Note on a row rewriter the strategy of each masked column, for
+    :func:`count_masked` (the plan's mask; ``redact`` where the catalog or an unproven
+    lineage masks). Returns *rows*."""
+    masked = getattr(rows, "masked", ())
+    if masked:
+        mask_for = getattr(plan, "mask_for", None)
+        n = getattr(rows, "ncols", 0)
+        strategies = []
+        for i in masked:
+            mask = mask_for(i, n) if mask_for is not None else None
+            strategies.append(getattr(mask, "strategy", None) or "redact")
+        rows.metric_labels = tuple(collections.Counter(strategies).items())
+    return rows
+
+
 def count_masked(metrics: Metrics, rows: object) -> None:
     """A DataRow was changed by masking: count its masked values.
 
-    Column rules are counted per masked column (strategy from the rewriter when it knows
-    it); a row changed with no masked column was changed by the detectors' scan; a row
-    of unknown layout was nulled whole (fail closed).
+    Column rules count one value per masked column, by strategy (detector ``rule``);
+    a row changed with no masked column was changed by the detectors' scan; a row of
+    unknown layout was nulled whole (fail closed).
     """
-    masked = getattr(rows, "masked", None)
-    if masked:
-        metrics.masked_values.labels("rule", "column").inc(len(masked))
-    elif masked is None:
+    labels = getattr(rows, "metric_labels", None)
+    if labels:
+        for strategy, n in labels:
+            metrics.masked_values.labels(strategy, "rule").inc(n)
+    elif getattr(rows, "masked", None) is None:
         metrics.masked_values.labels("null", "fail_closed").inc()
     else:
         metrics.masked_values.labels("redact", "detectors").inc()
-

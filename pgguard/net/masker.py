@@ -78,6 +78,7 @@ from ..wire.messages import (
     RowDescription,
     Sync,
 )
+from .activity import label_strategies
 from .backend import receive_message
 
 if TYPE_CHECKING:
@@ -572,8 +573,9 @@ class ResultMasker:
             if fields is None:
                 mp.rows = _NullAll()
             else:
-                rm = self.m.row_masker(self._portal_plan(portal), fields)
-                mp.rows = None if rm.passthrough else rm
+                plan = self._portal_plan(portal)
+                rm = self.m.row_masker(plan, fields)
+                mp.rows = None if rm.passthrough else label_strategies(rm, plan)
         return mp.rows
 
     def on_backend(self, kind: bytes, framer: Framer, start: int, end: int,
@@ -685,9 +687,9 @@ class ResultMasker:
                        req: Request, note: _Request | None,
                        replacement: bytes | None) -> bytes | None:
         if k == ROW_DESCRIPTION:
-            rm = self.m.row_masker(self._request_plan(req),
-                                   _fields(framer.decode(kind, start, end)))
-            self._rows = None if rm.passthrough else rm
+            plan = self._request_plan(req)
+            rm = self.m.row_masker(plan, _fields(framer.decode(kind, start, end)))
+            self._rows = None if rm.passthrough else label_strategies(rm, plan)
         elif k == COMMAND_COMPLETE:
             if note is not None:
                 note.copy = None
