@@ -198,6 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_log_format(p)
     p.add_argument("--seconds", type=float, default=None,
                    help="stop after this many seconds (default: until Ctrl-C)")
+    p.add_argument("--write-config", metavar="DIR", default=None,
+                   help="also write DIR/pgguard.toml and its key files: a configuration for "
+                        "`pgguard serve` against the demo's PostgreSQL and OpenBao")
+    p.add_argument("--serve-port", type=int, default=None,
+                   help="the port in the --write-config configuration (default: --port + 1)")
     p.set_defaults(func=cmd_demo)
 
     for module in ("audit", "admin.prompt"):
