@@ -119,7 +119,8 @@ def test_held_statement_is_shown_held(gw, tokens, app_db):
     try:
         fut = pool.submit(agent.execute, f"CREATE TABLE {table} (id int)")
         view = until(lambda: [r for r in rows(admin, "SHOW SESSIONS")
-                              if r["user"] == AGENT[0] and r["state"] == "held"])[0]
+                              if r["user"] == AGENT[0] and r["state"] == "held"
+                              and r["request"]])[0]
         assert table in view["statement"]
         request = view["request"]
         assert request
@@ -350,3 +351,25 @@ def test_psql_runs_each_console_command(gw, tokens):
             assert "ERROR" not in out.stderr, (command, out.stderr)
     finally:
         agent.close()
+
+
+def test_sighup_reload_logs_what_changed(make_config, tmp_path):
+    import signal
+
+    from harness.gateway import ProcessGateway
+
+    cfg = make_config()
+    gw = ProcessGateway(cfg, str(tmp_path)).start()
+    try:
+        changed = dict(gw.cfg_dict)
+        changed["connections"][0]["grants"].append({"groups": ["auditors"], "read": "allow"})
+        changed["connections"][0]["grants"] = [
+            g for g in changed["connections"][0]["grants"] if g["groups"] != ["analysts"]]
+        gw.path and open(gw.path, "wb").write(tomli_w.dumps(changed).encode())
+        gw.proc.send_signal(signal.SIGHUP)
+        line = until(lambda: next((ln for ln in gw.read_log().splitlines()
+                                   if ln.startswith("event=reloaded")), None))
+        assert "connections_changed=appdb" in line
+        assert "+auditors" in line and "-analysts" in line
+    finally:
+        gw.stop()

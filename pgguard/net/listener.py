@@ -18,6 +18,7 @@ from .. import policy
 from ..admin.console import run_admin_console
 from ..approvals import Approvals, Block
 from ..errors import ConfigError
+from ..logs import log_event
 from ..masking.hub import MaskingHub
 from ..metrics import ReadyCheck, serve_metrics
 from ..readiness import checks_for
@@ -134,11 +135,12 @@ class Gateway:
         self.ready_checks.clear()
         self.ready_checks.update(checks_for(new))
         changes = config_changes(old, new)
-        log.info("event=reloaded path=%s connections=%d connections_added=%s "
-                 "connections_removed=%s connections_changed=%s grants=%s restart_needed=%s",
-                 path, len(new.connections), ",".join(changes["added"]),
-                 ",".join(changes["removed"]), ",".join(changes["changed"]),
-                 ";".join(changes["grants"]), ",".join(changes["restart"]))
+        log_event(log, "reloaded", path=path, connections=len(new.connections),
+                  connections_added=",".join(changes["added"]),
+                  connections_removed=",".join(changes["removed"]),
+                  connections_changed=",".join(changes["changed"]),
+                  grants=";".join(changes["grants"]),
+                  restart_needed=",".join(changes["restart"]))
         return summary(path, new, changes)
 
     async def reload_async(self) -> str:
