@@ -81,9 +81,22 @@ async def end_session(session: LiveSession, exc: GatewayError,
         await session.ended.wait()
 
 
+def _starting(services: Services, user: str) -> list[LiveSession]:
+    """Sessions of *user* past authentication but not yet relaying: one may have passed
+    the block check just before the block was made."""
+    return [s for s in list(services.registry.all)
+            if s.state == "startup" and s.identity is not None and s.user == user
+            and s.killed is None and getattr(s, "database", None) != "pgguard"]
+
+
 async def end_user_sessions(services: Services, user: str, reason: str) -> int:
-    """End every live session of *user* with the kill switch's FATAL; how many ended."""
+    """End every live session of *user* with the kill switch's FATAL; how many ended.
+
+    A session still starting is marked too: its relay, cancelled before it begins, ends
+    at once with the same FATAL.
+    """
     victims = [s for s in live_sessions(services) if s.user == user]
+    victims += _starting(services, user)
     message = blocked_message(user, reason)
     async with trio.open_nursery() as nursery:
         for s in victims:
