@@ -373,3 +373,76 @@ def test_sighup_reload_logs_what_changed(make_config, tmp_path):
         assert "+auditors" in line and "-analysts" in line
     finally:
         gw.stop()
+
+
+def test_block_reaches_every_worker(make_config, tokens, tmp_path):
+    """serve --workers 2 on a SQLite store: a BLOCK made on one worker ends the user's
+    sessions on the other (found by polling the store)."""
+    import os
+    import signal
+    import socket
+    import sys
+
+    from harness.gateway import free_port
+
+    cfg = make_config(admin={"groups": ["dba"]},
+                      approvals={"store": f"sqlite:///{tmp_path}/blocks.db",
+                                 "poll_interval_s": 0.2})
+    cfg["listen"]["port"] = port = free_port()
+    path = tmp_path / "pgguard.toml"
+    path.write_bytes(tomli_w.dumps(cfg).encode())
+    log = open(tmp_path / "serve.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "pgguard", "serve", "--config", str(path),
+                             "--workers", "2"], stdout=log, stderr=log,
+                            start_new_session=True)
+
+    class Dsn:
+        def dsn(self, user, dbname="appdb"):
+            return (f"host=127.0.0.1 port={port} dbname={dbname} user={user} "
+                    "sslmode=disable connect_timeout=10")
+
+    gw = Dsn()
+    agents = []
+    try:
+        def listening():
+            try:
+                with socket.create_connection(("127.0.0.1", port), 1):
+                    return True
+            except OSError:
+                return False
+
+        until(listening, 30)
+        time.sleep(1)  # both workers listening
+        agents = [client(gw, tokens) for _ in range(8)]
+        for a in agents:
+            a.execute("SELECT 1")
+        admin = console(gw, tokens)
+        here = [r for r in rows(admin, "SHOW SESSIONS") if r["user"] == AGENT[0]]
+        out = rows(admin, f"BLOCK USER '{AGENT[0]}' 'all workers'")
+        assert out[0]["sessions_ended"] == str(len(here))
+        for a in agents:
+            until(lambda a=a: _fails_with(a, "all workers"))
+        with pytest.raises(psycopg.OperationalError, match="is blocked: all workers"):
+            client(gw, tokens)
+        admin.close()
+        # SO_REUSEPORT put some of the 8 on the other worker (all on one: 1 in 128).
+        assert len(here) < len(agents)
+    finally:
+        for a in agents:
+            a.close()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        log.close()
+
+
+def _fails_with(conn, text: str) -> bool:
+    try:
+        conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        assert text in str(exc) or conn.closed, str(exc)
+        return True
+    return False
