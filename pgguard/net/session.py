@@ -337,6 +337,7 @@ class ClientSession:
                 await self.services.credentials.source_for(self.lease.role).release(self.lease)
             except Exception:
                 log.exception("event=lease_release_failed session=%s", self.session_id)
+                self.services.metrics.vault_lease_errors.labels("revoke").inc()
         if self.state == "active":
             if self.tap is not None:
                 await self.tap.session_end(self.end_reason, self.bytes_in, self.bytes_out)
