@@ -1,10 +1,7 @@
-"""Shared fixtures: each harness module owns the fixtures of one real component."""
+"""Plugins for every test, unit and end to end alike: they import nothing heavier than the
+base install (the heavy fixtures are brought in by tests/e2e/conftest.py)."""
 
 pytest_plugins = [
-    "harness.pg_fixtures",
-    "harness.bao_fixtures",
-    "harness.gateway_fixtures",
-    "harness.attack",
     "harness.leftovers",
     "harness.logcheck",
 ]
