@@ -4,4 +4,5 @@ pytest_plugins = [
     "harness.pg_fixtures",
     "harness.bao_fixtures",
     "harness.gateway_fixtures",
+    "harness.attack",
 ]
