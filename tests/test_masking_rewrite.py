@@ -15,7 +15,6 @@ from pgguard.config import MaskingConfig
 from pgguard.errors import ProtocolViolation
 from pgguard.masking import SessionMasking, hash_token
 
-
 KEY = b"unit-test-key"
 
 

@@ -1,9 +1,10 @@
 """PostgreSQL's SQLSTATE condition names, for error messages pgguard withholds.
 
-Generated from ``errcodes.txt`` of PostgreSQL 18 (``share/errcodes.txt`` of an
-installation, a superset of PostgreSQL 15's; tests/test_errcodes.py compares the table
-with the installed file): per code the PL/pgSQL condition name, or for the few codes
-without one the errcodes.h macro name in lower case. A code missing here was not raised
+Generated from the ``errcodes.txt`` (``share/errcodes.txt`` of an installation) of
+PostgreSQL 18 and 15, so codes that were dropped since (72000, snapshot_too_old) are here
+too; tests/test_masking_values.py checks the table against the installed files. Per code
+the PL/pgSQL condition name, or for the few codes without one the errcodes.h macro name in
+lower case. A code missing here was not raised
 by PostgreSQL itself (user code chose it: ``RAISE … USING ERRCODE``).
 """
 
@@ -54,6 +55,7 @@ CLASSES: dict[str, str] = {
     "HV": "Foreign Data Wrapper Error (SQL/MED)",
     "P0": "PL/pgSQL Error",
     "XX": "Internal Error",
+    "72": "Snapshot Failure",
 }
 
 # SQLSTATE -> condition name.
@@ -320,6 +322,7 @@ CONDITIONS: dict[str, str] = {
     "XX000": "internal_error",
     "XX001": "data_corrupted",
     "XX002": "index_corrupted",
+    "72000": "snapshot_too_old",
 }
 
 
