@@ -171,11 +171,10 @@ class ValueCodec:
         skips = det.skips_bytes
         find = det.find
         if cls == TEXT or (cls == CONTAINER and not binary):
-            deep = cls == CONTAINER
-
             def scan_text(v: bytes) -> bytes | None:
-                if v[:2] == b"\\x" or (deep and b"\\" in v):
-                    # hex that is bytea output; escaped elements of an array or record
+                if b"\\" in v:
+                    # bytea output (a cast to text, a COPY field of unknown type) or the
+                    # escaped elements of an array or record: read what they hold too
                     s = self._dec(v)
                     if any(find(t) for t in texts_of_text(s)[1:]):
                         return None
