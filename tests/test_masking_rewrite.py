@@ -339,3 +339,16 @@ def test_notice_from_user_function_is_withheld(conn, session):
     assert out["M"] == ("pgguard: successful_completion (00000) withheld: the statement "
                         "reads masked data")
     assert "Alice" not in " ".join(out.values()) and set(out) == {"M", "C"}
+
+
+@pytest.mark.xfail(strict=True, reason="issue 11 class 6: SessionMasking.mask_error_fields "
+                                       "passes plan.tainted (true for every write) even "
+                                       "when no rule exists; it must withhold only with "
+                                       "rules (pgguard/masking/__init__.py, not ours)")
+def test_detectors_only_sessions_scan_errors_of_writes(dsn):
+    detectors_only = SessionMasking(MaskingConfig(rules=(), hash_key_file=None),
+                                    ["analysts"], load_catalog(dsn), hash_key=KEY)
+    plan = detectors_only.plan_result("INSERT INTO users (id) VALUES (1)")
+    fields = {"S": "ERROR", "C": "23505", "M": "duplicate key value violates unique "
+              "constraint \"users_pkey\"", "D": "Key (id)=(1) already exists."}
+    assert detectors_only.mask_error_fields(fields, plan) == fields
