@@ -15,6 +15,8 @@ import time
 import psycopg
 import pytest
 from harness.attack import MODES, OFFICER, READER, leaks
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pgguard.masking.errcodes import CONDITIONS
 
@@ -287,3 +289,66 @@ def test_error_with_no_statement_context_is_withheld(client_factory, attack_db):
                 c.conn.execute("SELECT 1")
         msg = info.value.diag.message_primary or str(info.value)
         assert expect in msg, str(info.value)
+
+
+# --- generated: a masked value, shaped by builtins, into a function that fails on it -----
+
+#: Masked columns and text expressions of them.
+SOURCES = ["name", "ssn", "email", "phone", "card_number", "profile::text",
+           "profile->>'tax_id'"]
+SHAPES = ["{}", "upper({})", "substr({}, 2)", "reverse({})", "replace({}, '-', '')",
+          "'\"' || {}", "'''' || {}", "{} || '\\'", "split_part({}, ' ', 1)",
+          "regexp_replace({}, '[^0-9]', '', 'g')"]
+NUMBERS = ["ascii({})", "length({})", "ascii(substr({}, 3, 1)) * 65536 + ascii({}) * 256",
+           "octet_length({}) * 1000003"]
+#: Functions that raise an error whose text carries their argument.
+FAILING = ["({})::int", "({})::date", "({})::jsonb", "({})::numeric", "({})::uuid",
+           "({})::interval", "({})::inet", "({})::bool", "({})::timestamptz",
+           "({})::int[]", "({})::regclass", "({})::regtype", "xmlparse(document {})",
+           "to_timestamp({}, 'YYYY')",
+           "convert_from('\\xf0'::bytea || convert_to({}, 'UTF8'), 'UTF8')",
+           "decode({}, 'hex')", "decode({}, 'base64')", "({})::bytea::text::int",
+           "to_number({}, 'RN')", "({})::xml::text::int"]
+NUMERIC_FAILING = ["chr({} + 1114112)", "get_byte('\\x00'::bytea, {})",
+                   "make_date(2000, {}, 40)", "lo_open(({})::oid, 262144)",
+                   "txid_status(({})::bigint * 100000)", "set_byte('\\x00'::bytea, {}, 1)",
+                   "make_interval(years => {} * 100000000)", "to_char(({}) * 1e300, '9')",
+                   "repeat('x', {} * 1000000000)"]
+POSITIONS = ["SELECT {} FROM users WHERE id = 1",
+             "SELECT id FROM users WHERE {} IS NOT NULL",
+             "SELECT (SELECT {} FROM users WHERE id = 1)",
+             "SELECT CASE WHEN id = 1 THEN {} END FROM users",
+             "SELECT count(*) FROM users GROUP BY {}",
+             "WITH u AS (SELECT * FROM users) SELECT {} FROM u WHERE id = 1",
+             "SELECT x FROM (SELECT {} AS x FROM users WHERE id = 1) s"]
+
+
+@st.composite
+def failing_statements(draw) -> str:
+    src = draw(st.sampled_from(SOURCES))
+    expr = draw(st.sampled_from(SHAPES)).format(src)
+    if draw(st.booleans()):
+        fn = draw(st.sampled_from(FAILING)).format(expr)
+    else:
+        num = draw(st.sampled_from(NUMBERS)).replace("{}", expr)
+        fn = draw(st.sampled_from(NUMERIC_FAILING)).format(num)
+    return draw(st.sampled_from(POSITIONS)).format(fn)
+
+
+@settings(max_examples=60, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(sql=failing_statements(), mode=st.sampled_from(MODES))
+def test_generated_failing_statements_leak_nothing(reader, needles, sql, mode):
+    out = reader.run(sql, mode)
+    assert not leaks(out.texts, needles), (sql, out.texts[:3])
+    if out.error is not None and out.sqlstate != "42501":
+        assert_only_kept_fields(out.error)
+
+
+@settings(max_examples=30, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(sql=failing_statements())
+def test_generated_failing_statements_are_real_probes(officer, sql):
+    """As the exempt user the same statements mostly fail with PostgreSQL's own text."""
+    out = officer.run(sql)
+    assert out.error is None or not out.message.startswith("pgguard:"), (sql, out.texts[:2])
