@@ -55,6 +55,7 @@ from .values import (
     bytea_from_text,
     text_of_bytes,
     texts_of_binary,
+    texts_of_json,
     texts_of_text,
     type_class,
 )
@@ -172,16 +173,15 @@ class ValueCodec:
         find = det.find
         if cls == TEXT or (cls == CONTAINER and not binary):
             def scan_text(v: bytes) -> bytes | None:
-                if b"\\" in v:
-                    # bytea output (a cast to text, a COPY field of unknown type) or the
-                    # escaped elements of an array or record: read what they hold too
-                    s = self._dec(v)
-                    if any(find(t) for t in texts_of_text(s)[1:]):
-                        return None
-                if skips(v):
+                escaped = b"\\" in v
+                if not escaped and skips(v):
                     return v
                 s = self._dec(v)
                 out = det.scan_text(s)
+                # bytea output (a cast to text, a COPY field of unknown type) or the
+                # escaped elements of an array or record: read what they hold too
+                if escaped and any(find(t) for t in texts_of_text(out)[1:]):
+                    return None
                 return v if out is s else self._enc(out)
             return scan_text
         if cls in (JSON, JSONB):
@@ -189,10 +189,14 @@ class ValueCodec:
 
             def scan_json(v: bytes) -> bytes | None:
                 raw = v[1:] if prefix else v
-                if skips(raw):
+                escaped = b"\\" in raw
+                if not escaped and skips(raw):
                     return v
                 s = self._dec(raw)
                 out = det.scan_text(s)
+                # escaped strings: bytea output, array text, … inside the document
+                if escaped and any(find(t) for t in texts_of_json(out)[1:]):
+                    return None
                 if out is s:
                     return v
                 try:
@@ -208,7 +212,10 @@ class ValueCodec:
                     raw = v
                 if skips(raw):
                     return v
-                return None if find(text_of_bytes(raw)) else v
+                t = text_of_bytes(raw)
+                if find(t) or ("\\" in t and any(find(x) for x in texts_of_text(t)[1:])):
+                    return None
+                return v
             return scan_bytea
         catalog = self.catalog
         if binary:

@@ -17,6 +17,7 @@ The parsers are tolerant: what they cannot parse is read as it is, never skipped
 
 from __future__ import annotations
 
+import json
 import re
 import struct
 from typing import Protocol
@@ -114,6 +115,8 @@ def type_class(type_oid: int, catalog: TypeInfo | None = None, _depth: int = 0) 
 
 _HEX = re.compile(rb"\\x[0-9A-Fa-f\s]*")
 _BYTEA_ESC = re.compile(rb"\\(\\|[0-3][0-7]{2})")
+# Six bytes or more (no detector matches less) of hex bytea output within other text.
+_EMBEDDED_HEX = re.compile(r"\\+x((?:[0-9A-Fa-f]{2}){6,})")
 
 
 def bytea_from_text(v: bytes) -> bytes | None:
@@ -221,7 +224,7 @@ def _split_record(body: str) -> list[str]:
 
 def texts_of_text(s: str, depth: int = 0) -> list[str]:
     """Every text a value's text output holds: *s* itself, the elements of an array,
-    composite or range (recursively), and each of those decoded as ``bytea`` output.
+    composite or range, and each of those decoded as ``bytea`` output, recursively.
 
     Args:
         s: the value's text output (decoded).
@@ -231,11 +234,21 @@ def texts_of_text(s: str, depth: int = 0) -> list[str]:
         The texts, *s* first.
     """
     out = [s]
-    if s[:2] == "\\x" or "\\" in s:
-        raw = bytea_from_text(s.encode("utf-8", "surrogateescape"))
-        if raw is not None and raw != s.encode("utf-8", "surrogateescape"):
-            out.append(text_of_bytes(raw))
-    if depth >= MAX_DEPTH or len(s) < 2:
+    if depth >= MAX_DEPTH:
+        return out
+    if "\\" in s:
+        enc = s.encode("utf-8", "surrogateescape")
+        raw = bytea_from_text(enc)
+        if raw is not None and raw != enc:
+            # what the bytes hold, read the same way (bytea output of bytea output, …)
+            out.extend(texts_of_text(text_of_bytes(raw), depth + 1))
+        # hex bytea output inside other text, behind any number of escaping backslashes
+        # (an XML element of it, a bytea[] cast to text and back to bytea, …)
+        for m in _EMBEDDED_HEX.finditer(s):
+            if m.start() or m.end() != len(s):
+                out.extend(texts_of_text(text_of_bytes(bytes.fromhex(m.group(1))),
+                                         depth + 1))
+    if len(s) < 2:
         return out
     body = s
     if s[0] == "[" and "={" in s:            # array with bounds: [0:1]={a,b}
@@ -250,6 +263,28 @@ def texts_of_text(s: str, depth: int = 0) -> list[str]:
     for part in parts:
         if part and part != "NULL":
             out.extend(texts_of_text(part, depth + 1))
+    return out
+
+
+def texts_of_json(s: str) -> list[str]:
+    """Every text a JSON document holds: *s*, and each of its strings (keys too) with what
+    :func:`texts_of_text` finds in it (a JSON string may hold ``bytea`` output or an
+    array's text)."""
+    try:
+        doc = json.loads(s)
+    except (ValueError, RecursionError):
+        return texts_of_text(s)
+    out = [s]
+    stack = [doc]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, str):
+            out.extend(texts_of_text(x))
+        elif isinstance(x, dict):
+            stack.extend(x.keys())
+            stack.extend(x.values())
+        elif isinstance(x, list):
+            stack.extend(x)
     return out
 
 
@@ -332,7 +367,8 @@ def texts_of_binary(v: bytes, cls: int, catalog: TypeInfo | None = None,
     """
     if cls == NONE:
         return []
-    out = [text_of_bytes(v)]
+    text = text_of_bytes(v)
+    out = texts_of_text(text, depth) if "\\" in text else [text]
     if cls in (CONTAINER, OTHER) and depth < MAX_DEPTH:
         elems = _binary_elements(v)
         for oid, b in elems or ():
