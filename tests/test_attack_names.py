@@ -16,10 +16,6 @@ from rawclient import RawClient, error_of
 from pgguard.wire import codec
 from pgguard.wire.messages import DataRow, ErrorResponse, NoticeResponse, ReadyForQuery
 
-XFAIL = pytest.mark.xfail(strict=True, reason="issue 11 class 7: the gateway binds a name "
-                                              "before PostgreSQL confirms it, or keeps it "
-                                              "after PostgreSQL forgot it")
-
 MASKED = "SELECT name AS label FROM users ORDER BY id"
 CLEAN = "SELECT label FROM victims ORDER BY id"
 # The same shape both ways, the masked column first in one and second in the other: a
@@ -113,9 +109,6 @@ SCENARIOS.update({f"{k}-swapped": v for k, v in scenarios(SWAP_A, SWAP_B).items(
 
 #: Scenarios that leak today (the others pass: PostgreSQL's answer or the gateway's own
 #: tracking keeps the plan right, or it masks what is in doubt; they must keep passing).
-LEAK_TODAY = {"portal-name-reused-after-commit", "portal-name-reused-after-commit-swapped"}
-
-
 def run_scenario(gw, tokens, who, steps) -> list[str]:
     user, groups = who
     c = RawClient(gw.port)
@@ -136,8 +129,7 @@ def run_scenario(gw, tokens, who, steps) -> list[str]:
     return texts
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=XFAIL if n in LEAK_TODAY else ())
-                                  for n in SCENARIOS])
+@pytest.mark.parametrize("name", list(SCENARIOS))
 def test_no_clear_value_through_a_name_in_doubt(attack_gw, tokens, needles, name):
     texts = run_scenario(attack_gw, tokens, READER, SCENARIOS[name])
     found = leaks(texts, needles)
