@@ -341,10 +341,6 @@ def test_notice_from_user_function_is_withheld(conn, session):
     assert "Alice" not in " ".join(out.values()) and set(out) == {"M", "C"}
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 class 6: SessionMasking.mask_error_fields "
-                                       "passes plan.tainted (true for every write) even "
-                                       "when no rule exists; it must withhold only with "
-                                       "rules (pgguard/masking/__init__.py, not ours)")
 def test_detectors_only_sessions_scan_errors_of_writes(dsn):
     detectors_only = SessionMasking(MaskingConfig(rules=(), hash_key_file=None),
                                     ["analysts"], load_catalog(dsn), hash_key=KEY)
