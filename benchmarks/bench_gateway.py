@@ -25,7 +25,9 @@ Variants of pgguard (each a separate gateway process): ``nopolicy`` (statement c
 switched off, benchmarks only), ``core`` (every statement classified and allowed; nothing
 to mask or record), ``full`` (statement control, a masking rule, all detectors and
 recording with ``fsync = "batch"``, as a real deployment runs; nothing in pgbench's results
-is masked), ``masked`` (full plus one masked column of pgbench_accounts).
+is masked), ``full-gate`` (full with the detectors' byte gate switched to the compiled
+twin, the switch proposed for masking/detectors.py), ``masked`` (full plus one masked
+column of pgbench_accounts).
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ DOC = os.path.join(ROOT, "docs", "benchmarks.md")
 BEGIN, END = "<!-- bench_gateway:begin -->", "<!-- bench_gateway:end -->"
 ROWS_SQL = "SELECT * FROM pgbench_accounts LIMIT 10000;\n"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+_LINE = re.compile(r":\d+\)$")
+IDLE_WORKER = "WorkerThread._work (trio/_core/_thread_cache.py:211)"
 WORKLOADS = {"simple": "select-only simple", "extended": "select-only extended",
              "rows": "10,000-row SELECT"}
 
@@ -178,16 +182,17 @@ def variant_config(name: str, pg, bao, workdir: str) -> dict:
     cfg = base_config(pg, bao.identity_config())
     cfg["connections"][0]["grants"] = [{"groups": ["bench"], "read": "allow", "write": "allow",
                                         "ddl": "allow", "unknown": "allow"}]
-    if name in ("masking", "full", "masked"):
+    if name in ("masking", "full", "full-gate", "masked"):
         key = os.path.join(workdir, "mask.key")
         with open(key, "w") as f:
             f.write("bench-mask-key")
         # full: a rule on a table pgbench does not read, so results are scanned by every
         # detector and nothing is masked; masked: one pgbench_accounts column too.
-        column = "*.accounts.owner" if name == "full" else "*.pgbench_accounts.filler"
+        column = "*.pgbench_accounts.filler" if name in ("masking", "masked") \
+            else "*.accounts.owner"
         rules = [{"columns": [column], "strategy": "redact"}]
         cfg["masking"] = {"hash_key_file": key, "rules": rules}
-    if name in ("recording", "full", "masked"):
+    if name in ("recording", "full", "full-gate", "masked"):
         key = os.path.join(workdir, "audit.key")
         with open(key, "w") as f:
             f.write("bench-audit-key")
@@ -253,14 +258,18 @@ def summarize_profile(path: str, top: int = 15) -> str:
             if not stack or not count.isdigit():
                 continue
             n = int(count)
-            total += n
             frames = stack.split(";")
-            own[frames[-1]] += n
-            for fr in set(frames):
+            if IDLE_WORKER in frames[-1]:
+                continue      # trio's idle thread-cache workers, waiting on their lock
+            total += n
+            # By function (file, no line number): a loop's lines add up to one figure.
+            funcs = [_LINE.sub(")", fr) for fr in frames]
+            own[funcs[-1]] += n
+            for fr in set(funcs):
                 incl[fr] += n
     if not total:
         return "  (no samples)\n"
-    out = [f"  {total} samples; self:"]
+    out = [f"  {total} samples (idle trio worker threads left out); self:"]
     out += [f"  {n * 100 / total:5.1f}%  {fr}" for fr, n in own.most_common(top)]
     out.append("  inclusive:")
     out += [f"  {n * 100 / total:5.1f}%  {fr}" for fr, n in incl.most_common(top + 10)]
@@ -292,8 +301,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=int, default=3, help="seconds per pgbench run")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--variants", default="core,full",
-                    help="comma-separated pgguard variants: nopolicy,core,full,masked,"
-                         "masking,recording")
+                    help="comma-separated pgguard variants: nopolicy,core,full,full-gate,"
+                         "masked,masking,recording")
     ap.add_argument("--workloads", default="simple,extended,rows")
     ap.add_argument("--clients", default="1,8")
     ap.add_argument("--storm", type=int, default=50, help="concurrent connects (0: none)")
@@ -327,6 +336,8 @@ def main() -> int:
             gw = ProcessGateway(variant_config(name, pg, bao, vdir), vdir)
             gw.command = [sys.executable, os.path.join(HERE, "serve_variant.py"),
                           "--config", gw.path] + (["--no-policy"] if name == "nopolicy" else [])
+            if name == "full-gate":
+                gw.command.append("--byte-gate")
             gw.start()
             gateways.append(gw)
             assert gw.proc is not None
