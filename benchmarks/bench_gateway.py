@@ -309,6 +309,9 @@ def main() -> int:
     ap.add_argument("--no-pgbouncer", action="store_true")
     ap.add_argument("--no-write", action="store_true", help="print only, leave docs alone")
     ap.add_argument("--profile", metavar="DIR", help="py-spy each variant afterwards")
+    ap.add_argument("--baseline", metavar="DIR",
+                    help="also run each variant from this source tree (e.g. `git archive` "
+                         "of main), labelled 'before', for before/after ratios in one run")
     args = ap.parse_args()
     workloads = [w for w in args.workloads.split(",") if w]
     clients = [int(c) for c in args.clients.split(",") if c]
@@ -330,19 +333,27 @@ def main() -> int:
             gateways.append(_Stoppable(bouncer))
             targets.append(Target("pgbouncer", "127.0.0.1", bport, APP_USER, APP_PASSWORD,
                                   APP_DB, bouncer.pid))
-        for name in [v for v in args.variants.split(",") if v]:
-            vdir = os.path.join(workdir, name)
+        runs = [(name, None) for name in args.variants.split(",") if name]
+        if args.baseline:
+            runs = [r for name, _ in runs
+                    for r in ((name, args.baseline), (name, None))
+                    if r[1] is None or name != "full-gate"]
+        for name, root in runs:
+            label = f"pgguard {name}" + (" (before)" if root else "")
+            vdir = os.path.join(workdir, label.replace(" ", "_").replace("(", "").replace(")", ""))
             os.makedirs(vdir)
             gw = ProcessGateway(variant_config(name, pg, bao, vdir), vdir)
             gw.command = [sys.executable, os.path.join(HERE, "serve_variant.py"),
                           "--config", gw.path] + (["--no-policy"] if name == "nopolicy" else [])
             if name == "full-gate":
                 gw.command.append("--byte-gate")
+            if root:
+                gw.command += ["--root", root]
             gw.start()
             gateways.append(gw)
             assert gw.proc is not None
-            targets.append(Target(f"pgguard {name}", "127.0.0.1", gw.port, "bench", token,
-                                  "appdb", gw.proc.pid))
+            targets.append(Target(label, "127.0.0.1", gw.port, "bench", token, "appdb",
+                                  gw.proc.pid))
         for t in targets:        # warm every hop (catalogs, caches, pgbouncer's pool)
             for w in workloads:
                 pgbench(pg, t, w, max(clients), 1, script)
