@@ -636,6 +636,10 @@ class ClientSession:
             while (frame := framer.next_frame()) is not None:
                 kind, start, end = frame
                 k = kind[0]
+                if k == DATA_ROW and not observe:
+                    # Rows nobody reads: the whole run as one slice (_speedups' walk).
+                    out.keep(start, framer.datarow_run(end))
+                    continue
                 replacement: bytes | None = None
                 req = None
                 if k not in UNOWNED_KINDS:
