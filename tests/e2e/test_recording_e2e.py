@@ -453,7 +453,7 @@ def test_no_clear_masked_value_under_recording_dir(make_config, tokens, tmp_path
 
 def test_no_clear_masked_value_under_recording_dir_after_the_red_team_suite(
         make_config, tokens, tmp_path, request):
-    """The masking red-team corpus (tests/test_masking_e2e.py) through a recorded gateway:
+    """The masking red-team corpus (tests/e2e/test_masking_e2e.py) through a recorded gateway:
     no clear value of a masked column, in any form the corpus looks for, is in the log."""
     pii = request.getfixturevalue("pii_db")
     clear = request.getfixturevalue("needles")

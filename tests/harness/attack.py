@@ -2,7 +2,7 @@
 gateway in front of it, psycopg clients that run one statement in any protocol mode and
 keep everything they received, and the clear values an attack is trying to get out.
 
-Listed in ``tests/conftest.py`` ``pytest_plugins``; the ``tests/test_attack_*.py`` files
+Imported by ``tests/e2e/conftest.py``; the ``tests/e2e/test_attack_*.py`` files
 use only what is here.
 """
 

@@ -1,5 +1,5 @@
 """pgguard.wire.encodings: PostgreSQL's encoding names and which of them pgguard reads
-(no database; tests/test_policy_options_pg.py checks the names against PostgreSQL)."""
+(no database; tests/e2e/test_policy_options_pg.py checks the names against PostgreSQL)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Option lists as PostgreSQL reads them (pgguard.sql.nodes), and where the classifier and
-masking read them (no database: tests/test_policy_options_pg.py runs them on PostgreSQL)."""
+masking read them (no database: tests/e2e/test_policy_options_pg.py runs them on PostgreSQL)."""
 
 from __future__ import annotations
 
