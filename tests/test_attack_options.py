@@ -30,13 +30,6 @@ PLANS_ONLY = [
     "EXPLAIN (ANALYZE, ANALYZE off) DELETE FROM victims",
 ]
 
-XFAIL_FIRST_WINS = pytest.mark.xfail(
-    strict=True, reason="issue 11 class 2: the classifier reads the first ANALYZE option, "
-                        "PostgreSQL the last")
-#: Refused today already (the first ANALYZE, 0, is not read as false).
-REFUSED_TODAY = {"EXPLAIN (ANALYZE 0, ANALYZE) DELETE FROM victims"}
-
-
 def _direct_runs(attack_db, sql: str) -> bool:
     """Whether PostgreSQL itself executes *sql* (run in a rolled-back transaction)."""
     with psycopg.connect(attack_db.pg.dsn(attack_db.name)) as conn:
@@ -62,8 +55,7 @@ def test_postgres_only_plans_when_the_last_analyze_is_false(attack_db, sql):
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("sql", [
-    pytest.param(s, marks=() if s in REFUSED_TODAY else XFAIL_FIRST_WINS) for s in EXECUTES])
+@pytest.mark.parametrize("sql", EXECUTES)
 def test_read_only_grant_cannot_run_a_write_under_explain(reader, attack_db, sql, mode):
     before = attack_db.query("SELECT id, label FROM victims ORDER BY id")
     out = reader.run(sql, mode)
@@ -72,7 +64,6 @@ def test_read_only_grant_cannot_run_a_write_under_explain(reader, attack_db, sql
     assert out.sqlstate == "42501" and out.message.startswith("pgguard:"), out.texts[:2]
 
 
-@XFAIL_FIRST_WINS
 @pytest.mark.parametrize("sql", PLANS_ONLY)
 def test_explain_that_only_plans_is_a_read(reader, attack_db, sql):
     """What PostgreSQL only plans is judged as the plain EXPLAIN it is."""

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ..errors import PolicyDenied
+from ..sql.nodes import def_boolean, def_elems, def_repeated, def_string
 
 # Aliased: node, name, names and alias are the natural local variable names here.
 from ..sql.nodes import name as _name
@@ -375,44 +376,62 @@ def colname(val: dict | None) -> str:
 
 
 
+#: COPY's options (PostgreSQL 15 … 17); every one may be given once only.
+_COPY_OPTIONS = frozenset({
+    "format", "freeze", "delimiter", "null", "default", "header", "quote", "escape",
+    "force_quote", "force_not_null", "force_null", "convert_selectively", "encoding",
+    "on_error", "log_verbosity",
+})
+
+
 def copy_options(options: list) -> CopyOptions:
-    """The format options of a COPY statement's ``options`` list."""
+    """The format options of a COPY statement's ``options`` list, read as PostgreSQL's
+    ``ProcessCopyOptions`` reads them: names and format words compared exactly, defaults
+    by format (CSV: ``,`` and an empty NULL; text: tab and ``\\N``; ESCAPE defaults to QUOTE),
+    HEADER as ``defGetCopyHeaderChoice``.
+
+    Raises:
+        Refused: a list PostgreSQL rejects (an option given twice, an unknown option or
+            format, a value of the wrong kind): the statement would not run, and masking
+            does not guess how its rows would be laid out.
+    """
+    repeated = def_repeated(options)
+    if repeated:
+        raise Refused(f"COPY option {sorted(repeated)[0]} given more than once")
     opts: dict[str, object] = {}
-    for o in options:
-        d = o["DefElem"]
-        name = d["defname"]
-        arg = d.get("arg")
-        if arg is None:
-            value: object = True
-        else:
-            akind, abody = _node(arg)
-            if akind == "String":
-                value = abody.get("sval", "")
-            elif akind == "Boolean":
-                value = abody.get("boolval", False)
-            elif akind == "Integer":
-                value = abody.get("ival", 0)
-            else:
-                value = True
-        opts[name] = value
-    fmt = str(opts.get("format", "text")).lower()
-    if opts.get("binary") is True:
-        fmt = "binary"
-    if opts.get("csv") is True:
-        fmt = "csv"
+    for name, arg in def_elems(options):
+        if name not in _COPY_OPTIONS:
+            raise Refused(f"COPY option {name!r} is not one PostgreSQL knows")
+        opts[name] = arg
+    fmt = "text"
+    if "format" in opts:
+        fmt = def_string(opts["format"]) or ""
+        if fmt not in ("text", "csv", "binary"):
+            raise Refused(f"COPY format {fmt!r} is not one PostgreSQL knows")
+
+    def text(key: str, default: str) -> str:
+        if key not in opts:
+            return default
+        value = def_string(opts[key])
+        if value is None:
+            raise Refused(f"COPY option {key} has a value pgguard cannot read")
+        return value
+
+    header = False
+    if "header" in opts:
+        arg = opts["header"]
+        header_value = def_boolean(arg)
+        if header_value is None and isinstance(arg, dict) and "Integer" not in arg \
+                and (def_string(arg) or "").lower() == "match":
+            header_value = True  # COPY FROM only; masking reads COPY TO
+        if header_value is None:
+            raise Refused("COPY option header has a value PostgreSQL rejects")
+        header = header_value
     if fmt == "csv":
-        quote = str(opts.get("quote", '"'))
-        return CopyOptions("csv", str(opts.get("delimiter", ",")), quote,
-                           str(opts.get("escape", quote)), str(opts.get("null", "")),
-                           _truthy(opts.get("header", False)))
-    return CopyOptions(fmt, str(opts.get("delimiter", "\t")), '"', '"',
-                       str(opts.get("null", "\\N")), _truthy(opts.get("header", False)))
-
-
-def _truthy(v: object) -> bool:
-    if isinstance(v, str):
-        return v.lower() in ("true", "on", "1", "yes", "match")
-    return bool(v)
+        quote = text("quote", '"')
+        return CopyOptions("csv", text("delimiter", ","), quote, text("escape", quote),
+                           text("null", ""), header)
+    return CopyOptions(fmt, text("delimiter", "\t"), '"', '"', text("null", "\\N"), header)
 
 
 def mask_of(rules: RuleSet, lin: Lin) -> Mask | None:

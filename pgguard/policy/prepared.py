@@ -39,9 +39,11 @@ def resolve_execute(cls: Classification, prepared: Mapping[str, Classification]
         for b in body.statements:
             pairs += tuple((c, f"executes prepared statement {st.executes}: {r}")
                            for c, r in b.reasons)
+        refusal = st.refusal or next((b.refusal for b in body.statements if b.refusal), None)
         statements.append(StatementInfo(
             category=category, kind=st.kind, reason=reason, text=st.text,
-            categories=frozenset(categories), executes=st.executes, reasons=pairs))
+            categories=frozenset(categories), executes=st.executes, reasons=pairs,
+            refusal=refusal))
     return make_classification(tuple(statements))
 
 

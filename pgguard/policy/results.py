@@ -21,6 +21,9 @@ class StatementInfo:
     ``prepares`` names the one a ``PREPARE`` defines (its body is this statement's
     classification). ``deallocates`` is the name a ``DEALLOCATE`` drops, ``"*"`` for
     ``DEALLOCATE ALL`` / ``DISCARD ALL``. ``reasons`` pairs each category with why.
+    ``refusal`` says why no grant may run the statement at all (it would make the gateway
+    and PostgreSQL read later statements differently: ``SET client_encoding TO SJIS``);
+    ``Policy.decide`` denies it whatever the grants.
     """
 
     category: str
@@ -32,6 +35,7 @@ class StatementInfo:
     prepares: str | None = None
     deallocates: str | None = None
     reasons: tuple[tuple[str, str], ...] = ()
+    refusal: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
