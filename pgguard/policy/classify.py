@@ -59,7 +59,7 @@ _REASON_MAX = 200
 class _Facts:
     """Categories and reasons collected while walking one statement."""
 
-    __slots__ = ("found", "executes", "prepares", "deallocates", "refusal")
+    __slots__ = ("found", "executes", "prepares", "deallocates", "refusal", "encoding_params")
 
     def __init__(self) -> None:
         self.found: dict[str, list[str]] = {}
@@ -67,6 +67,7 @@ class _Facts:
         self.prepares: str | None = None
         self.deallocates: str | None = None
         self.refusal: str | None = None
+        self.encoding_params: set[int] = set()
 
     def add(self, category: str, reason: str) -> None:
         reasons = self.found.setdefault(category, [])
@@ -206,6 +207,13 @@ def _check_funccall(fc: dict[str, Any], facts: _Facts) -> None:
                          "client_encoding")
         else:
             value = byname.get("new_value")
+            param = value.get("ParamRef") if isinstance(value, dict) else None
+            if setting.lower() == "client_encoding" and param is not None \
+                    and isinstance(param.get("number"), int):
+                # psycopg's set_client_encoding(): the value comes with Bind, where the
+                # session checks it (StatementInfo.encoding_params).
+                facts.encoding_params.add(param["number"])
+                return
             if _is_null(value):
                 values = RESTORES  # a NULL value resets the setting
             else:
@@ -540,7 +548,18 @@ def _variable_set(node: dict[str, Any], facts: _Facts) -> str:
 # ---------------------------------------------------------------------------------------
 
 
-def _finish(facts: _Facts, kind: str, text: str) -> StatementInfo:
+#: Statements whose parameters come with the Bind of the same execution, so the session
+#: can check a client_encoding given as one (anywhere else, a function's or a PREPARE's
+#: parameter, it cannot).
+_BOUND_PARAMS = frozenset({"SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt",
+                           "MergeStmt"})
+
+
+def _finish(facts: _Facts, kind: str, text: str, node_type: str = "") -> StatementInfo:
+    if facts.encoding_params and node_type not in _BOUND_PARAMS:
+        facts.refuse("set_config() sets client_encoding from a parameter pgguard cannot "
+                     "check here; set a literal ASCII-safe encoding such as UTF8")
+        facts.encoding_params.clear()
     if not facts.found and facts.executes is None:
         facts.add("unknown", f"pgguard cannot classify {kind} statements")
     categories = set(facts.found)
@@ -561,7 +580,8 @@ def _finish(facts: _Facts, kind: str, text: str) -> StatementInfo:
     return StatementInfo(category=category, kind=kind, reason=reason, text=text,
                          categories=frozenset(categories), executes=facts.executes,
                          prepares=facts.prepares, deallocates=facts.deallocates,
-                         reasons=pairs, refusal=facts.refusal)
+                         reasons=pairs, refusal=facts.refusal,
+                         encoding_params=tuple(sorted(facts.encoding_params)))
 
 
 def _unparseable(sql: str, message: str) -> Classification:
@@ -584,6 +604,7 @@ def _classify_uncached(sql: str) -> Classification:
     infos = []
     for stmt in parsed.statements:
         facts = _Facts()
+        node_type = ""
         try:
             node_type, node = next(iter(stmt.node.items()))
             kind = _statement(node_type, node, facts)
@@ -591,7 +612,7 @@ def _classify_uncached(sql: str) -> Classification:
             facts = _Facts()
             facts.add("unknown", f"pgguard cannot classify this statement ({type(exc).__name__})")
             kind = "UNKNOWN"
-        infos.append(_finish(facts, kind, stmt.text))
+        infos.append(_finish(facts, kind, stmt.text, node_type))
     return make_classification(tuple(infos))
 
 

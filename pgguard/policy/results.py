@@ -23,7 +23,10 @@ class StatementInfo:
     ``DEALLOCATE ALL`` / ``DISCARD ALL``. ``reasons`` pairs each category with why.
     ``refusal`` says why no grant may run the statement at all (it would make the gateway
     and PostgreSQL read later statements differently: ``SET client_encoding TO SJIS``);
-    ``Policy.decide`` denies it whatever the grants.
+    ``Policy.decide`` denies it whatever the grants. ``encoding_params`` are the numbers
+    of the parameters (``$n``, 1-based) whose Bind values set client_encoding
+    (``set_config('client_encoding', $1, false)``, as psycopg sends it): the session must
+    refuse the execution when ``pgguard.wire.encodings.refusal(value)`` is not None.
     """
 
     category: str
@@ -36,6 +39,7 @@ class StatementInfo:
     deallocates: str | None = None
     reasons: tuple[tuple[str, str], ...] = ()
     refusal: str | None = None
+    encoding_params: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
