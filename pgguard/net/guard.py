@@ -146,6 +146,18 @@ class Guard:
             return self._masking_refusal(decision, sql, protocol, refusal, cls)
         return verdict
 
+    def refuse_unreadable(self, msg: Query | Parse, exc: GatewayError) -> Verdict:
+        """A Query or Parse whose text pgguard cannot read as PostgreSQL will (it did not
+        decode in the session's client_encoding, or that encoding is not settled: see
+        ``wire.clienttext``): refused unjudged, with *exc*."""
+        protocol = "simple" if isinstance(msg, Query) else "extended"
+        decision = policy.Decision("deny", "encoding", "unreadable", exc.message, None)
+        self._cls = None
+        self.last_decision = decision
+        log.info("event=statement_refused session=%s user=%s category=encoding reason=%r",
+                 self.session.session_id, self.identity.user, exc.message)
+        return Verdict(decision, msg.sql, protocol, refuse=exc)
+
     def _masking_refusal(self, decision: policy.Decision, sql: str, protocol: str,
                          refusal: Refusal, cls: policy.Classification) -> Verdict:
         verdict = Verdict(decision, sql, protocol, refuse=refusal.error(), classification=cls)

@@ -17,7 +17,10 @@ from typing import TYPE_CHECKING
 import trio
 
 from ..errors import (
+    CharacterNotInRepertoire,
     CredentialsExpired,
+    EncodingRefused,
+    FeatureNotSupported,
     GatewayError,
     InternalError,
     NotPermitted,
@@ -27,7 +30,8 @@ from ..errors import (
     TLSRequired,
     UnknownConnection,
 )
-from ..wire import codec
+from ..wire import codec, encodings
+from ..wire.clienttext import ClientText, Judgement
 from ..wire.exchange import Exchange
 from ..wire.framer import NEED_DATA, Framer, StartupFramer
 from ..wire.messages import (
@@ -53,6 +57,7 @@ from ..wire.messages import (
     CancelRequest,
     FunctionCall,
     GSSENCRequest,
+    Message,
     ParameterStatus,
     Parse,
     PasswordMessage,
@@ -110,24 +115,101 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _check_options(options: str) -> str:
-    """Allow only ``-c name=value`` of forwarded parameters inside ``options``."""
-    words = options.replace("--", "-c ").split()
+def split_options(options: str) -> list[str]:
+    """The words of an ``options`` startup parameter as PostgreSQL's ``pg_split_opts``
+    splits them: at unescaped whitespace, a backslash taking the next character
+    literally (``-c search_path=a\\ b`` is two words, the second ``search_path=a b``)."""
+    words: list[str] = []
+    word: list[str] = []
+    escaped = started = False
+    for ch in options:
+        if ch in " \t\n\r\v\f" and not escaped:
+            if started:
+                words.append("".join(word))
+                word, started = [], False
+            continue
+        started = True
+        if not escaped and ch == "\\":
+            escaped = True
+        else:
+            escaped = False
+            word.append(ch)
+    if started:
+        words.append("".join(word))
+    return words
+
+
+def option_settings(options: str) -> list[tuple[str, str]]:
+    """The ``(name, value)`` settings of an ``options`` startup parameter, read as
+    PostgreSQL's ``process_postgres_switches`` reads them (``-c name=value``,
+    ``-cname=value``, ``--name=value``; a ``-`` in a name is ``_``).
+
+    Raises:
+        PolicyDenied: a word that is not such a setting (any other switch), or a setting
+            of a parameter that is not forwarded.
+    """
+    words = split_options(options)
+    out: list[tuple[str, str]] = []
     i = 0
     while i < len(words):
         w = words[i]
         if w == "-c" and i + 1 < len(words):
             setting = words[i + 1]
             i += 2
-        elif w.startswith("-c"):
+        elif w.startswith("-c") and len(w) > 2:
+            setting = w[2:]
+            i += 1
+        elif w.startswith("--") and len(w) > 2:
             setting = w[2:]
             i += 1
         else:
             raise PolicyDenied(f"startup option {w!r} is not allowed")
-        name = setting.split("=", 1)[0].replace("-", "_")
-        if name not in FORWARDED_PARAMS or name == "options":
+        name, eq, value = setting.partition("=")
+        name = name.replace("-", "_")
+        if not eq or name not in FORWARDED_PARAMS or name == "options":
             raise PolicyDenied(f"startup setting {name!r} is not allowed")
+        out.append((name, value))
+    return out
+
+
+def _check_options(options: str) -> str:
+    """Allow only ``-c name=value`` of forwarded parameters inside ``options``."""
+    option_settings(options)
     return options
+
+
+def check_startup_encoding(params: dict[str, str]) -> None:
+    """Refuse a startup packet that asks for a client_encoding pgguard cannot read
+    statements in (``encodings.refusal``: not ASCII-safe, not decodable, unknown), given
+    as the ``client_encoding`` parameter (PGCLIENTENCODING arrives so) or in ``options``.
+    PostgreSQL applies them all, ``options`` first: any one refused refuses the login.
+
+    Raises:
+        EncodingRefused: FATAL 0A000.
+    """
+    values = [v for k, v in params.items() if k.lower() == "client_encoding"]
+    if "options" in params:
+        values += [v for k, v in option_settings(params["options"])
+                   if k.lower() == "client_encoding"]
+    for value in values:
+        why = encodings.refusal(value)
+        if why is not None:
+            raise EncodingRefused(f"pgguard: {why}")
+
+
+TEXT_MARK = "text"  # the session's key in a request's notes: its ClientText mark
+
+
+def _kind_of(msg: Query | Parse | FunctionCall) -> int:
+    return QUERY if isinstance(msg, Query) else PARSE if isinstance(msg, Parse) \
+        else FUNCTION_CALL
+
+
+def _escaped(msg: Message) -> bool:
+    """The statement name or text of a Query or Parse did not decode."""
+    if isinstance(msg, Parse):
+        return codec.escaped(msg.name) or codec.escaped(msg.sql)
+    return isinstance(msg, Query) and codec.escaped(msg.sql)
 
 
 class _Outgoing:
@@ -223,6 +305,10 @@ class ClientSession:
         self.end_reason = "client closed"
         self.state = "startup"
         self.tap: SessionTap | None = None  # when recording is on
+        # The client_encoding PostgreSQL reads statements in (set at the upstream login),
+        # and an event set whenever a ReadyForQuery settles it (wire/clienttext).
+        self.text: ClientText | None = None
+        self._text_settled = trio.Event()
 
     @property
     def txn_status(self) -> str:
@@ -304,7 +390,11 @@ class ClientSession:
         info = SessionInfo(self.session_id, self.user or "", groups, self.guard.conn.name,
                            self.peer, self.tls, self.started)
         detectors = session_detectors(self.guard.masking, self.cfg.masking, groups)
-        return SessionTap(recorder, info, self.exchange, detectors)
+        tap = SessionTap(recorder, info, self.exchange, detectors)
+        if self.link is not None:
+            tap.server_encoding = self.link.parameters.get("server_encoding")
+            tap.follow_encoding(self.link.parameters.get("client_encoding", "UTF8"))
+        return tap
 
     async def _cleanup(self) -> None:
         key = (self.link.process_id, self.secret_key) if self.link is not None else None
@@ -415,6 +505,7 @@ class ClientSession:
             self.client_framer.feed(data)
 
     def _upstream_params(self, startup: StartupMessage) -> dict[str, str]:
+        check_startup_encoding(startup.params)
         out: dict[str, str] = {}
         for name, value in startup.params.items():
             if name in ("user", "database") or name.startswith("_pq_."):
@@ -450,6 +541,7 @@ class ClientSession:
             log.warning("event=upstream_login_refused session=%s connection=%s sqlstate=%s",
                         self.session_id, conn.name, exc.fields.get("C"))
             raise
+        self._start_text(self.link.parameters)
         guard.standard_strings = self.link.parameters.get("standard_conforming_strings",
                                                           "on") == "on"
         if guard.observes_results:
@@ -460,6 +552,49 @@ class ClientSession:
         parts.append(codec.backend_key_data(self.link.process_id, self.secret_key))
         parts.append(codec.ready_for_query("I"))
         return b"".join(parts)
+
+    def _start_text(self, parameters: dict[str, str]) -> None:
+        """Decode statements in the client_encoding PostgreSQL reported at the login
+        (which the role's or database's settings may have chosen), or refuse it.
+
+        Raises:
+            EncodingRefused: pgguard cannot read statements in it.
+        """
+        assert self.link is not None
+        self.text = ClientText(parameters.get("server_encoding", ""))
+        self._follow_encoding(parameters.get("client_encoding", ""))
+
+    def _follow_encoding(self, value: str) -> None:
+        """PostgreSQL reported client_encoding *value*: decode in it from now on, or end
+        the session before anything else is relayed (the backstop behind the policy's
+        refusal of SET: whatever was pipelined behind the change is upstream already).
+
+        Raises:
+            EncodingRefused: pgguard cannot read statements in it.
+        """
+        assert self.text is not None and self.link is not None
+        why = self.text.report(value)
+        if why is not None:
+            log.warning("event=client_encoding_refused session=%s user=%s state=%s "
+                        "encoding=%r", self.session_id, self.user, self.state, value[:64])
+            raise EncodingRefused(f"pgguard: {why}")
+        self.client_framer.encoding = self.link.framer.encoding = self.text.codec
+
+    async def _wait_settled(self) -> None:
+        """Until every statement sent has been answered up to a ReadyForQuery."""
+        assert self.text is not None
+        while not self.text.settled:
+            await self._text_settled.wait()
+
+    def _text_ready(self, mark: int) -> None:
+        assert self.text is not None
+        self.text.ready(mark)
+        event, self._text_settled = self._text_settled, trio.Event()
+        event.set()
+
+    def _judge_text(self, buf: bytearray, start: int, end: int) -> tuple[Judgement, str]:
+        assert self.text is not None
+        return self.text.judge(buf[start + 5:end].isascii())
 
     # --- relay --------------------------------------------------------------------
 
@@ -498,6 +633,8 @@ class ClientSession:
         exchange = self.exchange
         send_upstream = self.send_upstream
         full_binds = observe or self.tap is not None
+        text = self.text
+        assert text is not None
         while True:
             out = _Outgoing(framer.buf)
             while (frame := framer.next_frame()) is not None:
@@ -507,14 +644,34 @@ class ClientSession:
                     expect(Phase.READY, k)  # raises ProtocolViolation
                 replacement: bytes | None = None
                 if k == QUERY or k == PARSE or k == FUNCTION_CALL:
+                    unreadable: GatewayError | None = None
+                    if k != FUNCTION_CALL:
+                        # Decode the text as PostgreSQL will read it (wire/clienttext).
+                        judgement, why = self._judge_text(framer.buf, start, end)
+                        if judgement is Judgement.WAIT:
+                            if pending := out.take():
+                                await send_upstream(pending)
+                            await self._wait_settled()
+                            judgement, why = self._judge_text(framer.buf, start, end)
+                        if judgement is Judgement.REFUSE:
+                            unreadable = FeatureNotSupported(f"pgguard: {why}")
                     msg = framer.decode(kind, start, end)
-                    if observe and guard.wants_catalog(msg):
-                        # Masking reloads the catalog (after DDL) before planning: what
-                        # came before must reach PostgreSQL and be answered first.
-                        if pending := out.take():
-                            await send_upstream(pending)
-                        await guard.reload_catalog()
-                    verdict = guard.check(msg)
+                    if unreadable is None and k != FUNCTION_CALL and _escaped(msg):
+                        # PostgreSQL rejects the bytes (or reads them otherwise): never
+                        # judge a text that did not decode.
+                        unreadable = CharacterNotInRepertoire(
+                            f"pgguard: invalid byte sequence for encoding "
+                            f"{text.client_encoding}")
+                    if unreadable is not None:
+                        verdict = guard.refuse_unreadable(msg, unreadable)
+                    else:
+                        if observe and guard.wants_catalog(msg):
+                            # Masking reloads the catalog (after DDL) before planning:
+                            # what came before must reach PostgreSQL and be answered first.
+                            if pending := out.take():
+                                await send_upstream(pending)
+                            await guard.reload_catalog()
+                        verdict = guard.check(msg)
                     sent = msg
                     if verdict is not None:
                         if verdict.hold:
@@ -527,6 +684,7 @@ class ClientSession:
                     notes: dict = {}
                     effects = guard.note_sent(msg, verdict, notes)
                     exchange.client_sent(sent, notes, effects)
+                    notes[TEXT_MARK] = text.sent(_kind_of(sent))
                     if sent is not msg and k == PARSE:
                         exchange.expect_failure()  # the marker fails: skip to Sync
                     if self.tap is not None:
@@ -552,7 +710,10 @@ class ClientSession:
                             # before an Execute.
                             replacement = guard.on_frontend(msg, notes,
                                                             bytes(framer.buf[start:end]))
-                        exchange.client_sent(msg, notes)
+                        req = exchange.client_sent(msg, notes)
+                        mark = text.sent(k)
+                        if req is not None:
+                            req.notes[TEXT_MARK] = mark
                 elif k == TERMINATE:
                     out.put(codec.terminate())
                     await send_upstream(out.take())
@@ -589,7 +750,8 @@ class ClientSession:
         self.rewrites.append((marker.encode(), codec.error_response(
             "ERROR", exc.sqlstate, exc.message, exc.detail, exc.hint)))
         if kind[0] == PARSE:
-            return codec.parse(msg.name, marker), Parse(msg.name, marker, ())
+            return (codec.parse(msg.name, marker, encoding=self.client_framer.encoding),
+                    Parse(msg.name, marker, ()))
         # FunctionCall has no SQL to replace: run the marker as a simple query instead.
         return codec.query(marker), Query(marker)
 
@@ -618,6 +780,9 @@ class ClientSession:
                     else:
                         msg = None
                     req = exchange.server_sent(k, msg)
+                    if k == READY_FOR_QUERY and req is not None \
+                            and (mark := req.notes.get(TEXT_MARK)) is not None:
+                        self._text_ready(mark)
                     if k == ERROR_RESPONSE and self.rewrites:
                         replacement = self._rewritten_error(buf, start, end)
                 elif k == PARAMETER_STATUS:
@@ -655,7 +820,11 @@ class ClientSession:
         return None
 
     def _parameter_status(self, msg: ParameterStatus) -> None:
-        if msg.name == "standard_conforming_strings" and self.guard is not None:
+        """Raises EncodingRefused: PostgreSQL reports a client_encoding pgguard cannot
+        read (nothing after it is relayed)."""
+        if msg.name == "client_encoding":
+            self._follow_encoding(msg.value)
+        elif msg.name == "standard_conforming_strings" and self.guard is not None:
             # With it off, backslashes in literals parse differently: policy must know.
             self.guard.standard_strings = msg.value == "on"
 
