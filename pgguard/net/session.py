@@ -205,11 +205,11 @@ def _kind_of(msg: Query | Parse | FunctionCall) -> int:
         else FUNCTION_CALL
 
 
-def _escaped(msg: Message) -> bool:
-    """The statement name or text of a Query or Parse did not decode."""
+def _text_of(msg: Message) -> str:
+    """The strings of a Query or Parse as :func:`codec.text_span` spans their bytes."""
     if isinstance(msg, Parse):
-        return codec.escaped(msg.name) or codec.escaped(msg.sql)
-    return isinstance(msg, Query) and codec.escaped(msg.sql)
+        return f"{msg.name}\0{msg.sql}"
+    return msg.sql if isinstance(msg, Query) else ""
 
 
 class _Outgoing:
@@ -592,10 +592,6 @@ class ClientSession:
         event, self._text_settled = self._text_settled, trio.Event()
         event.set()
 
-    def _judge_text(self, buf: bytearray, start: int, end: int) -> tuple[Judgement, str]:
-        assert self.text is not None
-        return self.text.judge(buf[start + 5:end].isascii())
-
     # --- relay --------------------------------------------------------------------
 
     async def _relay(self) -> None:
@@ -645,23 +641,26 @@ class ClientSession:
                 replacement: bytes | None = None
                 if k == QUERY or k == PARSE or k == FUNCTION_CALL:
                     unreadable: GatewayError | None = None
+                    raw = b""
                     if k != FUNCTION_CALL:
                         # Decode the text as PostgreSQL will read it (wire/clienttext).
-                        judgement, why = self._judge_text(framer.buf, start, end)
-                        if judgement is Judgement.WAIT:
-                            if pending := out.take():
-                                await send_upstream(pending)
-                            await self._wait_settled()
-                            judgement, why = self._judge_text(framer.buf, start, end)
-                        if judgement is Judgement.REFUSE:
-                            unreadable = FeatureNotSupported(f"pgguard: {why}")
+                        ts, te = codec.text_span(kind, framer.buf, start, end)
+                        if not framer.buf[ts:te].isascii():
+                            raw = bytes(framer.buf[ts:te])
+                            judgement, why = text.judge(False)
+                            if judgement is Judgement.WAIT:
+                                if pending := out.take():
+                                    await send_upstream(pending)
+                                await self._wait_settled()
+                                judgement, why = text.judge(False)
+                            if judgement is Judgement.REFUSE:
+                                unreadable = FeatureNotSupported(f"pgguard: {why}")
                     msg = framer.decode(kind, start, end)
-                    if unreadable is None and k != FUNCTION_CALL and _escaped(msg):
-                        # PostgreSQL rejects the bytes (or reads them otherwise): never
-                        # judge a text that did not decode.
-                        unreadable = CharacterNotInRepertoire(
-                            f"pgguard: invalid byte sequence for encoding "
-                            f"{text.client_encoding}")
+                    if raw and unreadable is None \
+                            and (why := text.unreadable(raw, _text_of(msg))) is not None:
+                        # PostgreSQL rejects the bytes or reads them otherwise: never
+                        # judge such a text.
+                        unreadable = CharacterNotInRepertoire(f"pgguard: {why}")
                     if unreadable is not None:
                         verdict = guard.refuse_unreadable(msg, unreadable)
                     else:

@@ -36,11 +36,15 @@ No I/O; the session feeds it (``net.session``).
 from __future__ import annotations
 
 import enum
+import re
 
 from . import encodings
+from .codec import escaped
 from .messages import BIND, EXECUTE, FUNCTION_CALL, QUERY, SYNC
 
-__all__ = ["ClientText", "Judgement"]
+__all__ = ["DISPUTED", "ClientText", "Judgement"]
+
+_ASCII = bytes(range(0x80))
 
 # Requests that may run user code, and so change client_encoding.
 _RUNS = frozenset((QUERY, BIND, EXECUTE, FUNCTION_CALL))
@@ -48,6 +52,17 @@ _RUNS = frozenset((QUERY, BIND, EXECUTE, FUNCTION_CALL))
 # an extended-protocol pipeline: after an error there, PostgreSQL discards them unread).
 _READY = frozenset((SYNC, QUERY, FUNCTION_CALL))
 _EXTENDED_KINDS = frozenset(b"PBDEC")
+
+#: Characters Python's codec reads where PostgreSQL's conversion to UTF-8 reads another
+#: (the JIS mapping variants; tests/test_session_encodings.py compares every character
+#: with PostgreSQL's ``convert_from``). A text holding one is refused, being read two
+#: ways (a character another sequence also decodes to is refused too: safe, and rare).
+#: The single-byte encodings, EUC_CN and EUC_KR agree character for character.
+DISPUTED: dict[str, str] = {
+    "EUC_JP": "\u301c\u2016\u2212\u00a2\u00a3\u00a6\u00ac",
+    "EUC_JIS_2004": "\uffe3\u2015\uffe5\u2985\u2986",
+}
+_DISPUTED_RE = {name: re.compile(f"[{chars}]") for name, chars in DISPUTED.items()}
 
 
 class Judgement(enum.Enum):
@@ -101,6 +116,25 @@ class ClientText:
         every ParameterStatus before it has been reported."""
         if mark > self._settled:
             self._settled = mark
+
+    def unreadable(self, raw: bytes, text: str) -> str | None:
+        """Why *text*, decoded from *raw* in :attr:`codec`, is not what PostgreSQL reads
+        (a sentence for ``pgguard: ``), or None.
+
+        Bytes invalid in the encoding (PostgreSQL rejects them, or reads them otherwise),
+        a non-ASCII byte sequence read as an ASCII character (Python's EUC_JP reads
+        ``8f a2 b7`` as ``~``, an operator) and :data:`DISPUTED` characters.
+        """
+        enc = self.client_encoding
+        if escaped(text):
+            return f"invalid byte sequence for encoding {enc}"
+        if len(text.encode("ascii", "ignore")) != len(raw) - len(raw.translate(None, _ASCII)):
+            return f"a non-ASCII character in encoding {enc} that pgguard reads as ASCII"
+        disputed = _DISPUTED_RE.get(enc or "")
+        if disputed is not None and (m := disputed.search(text)) is not None:
+            return (f"character U+{ord(m.group()):04X} in encoding {enc} reads differently "
+                    "in PostgreSQL")
+        return None
 
     # --- what the client sends -----------------------------------------------------
 

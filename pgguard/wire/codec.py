@@ -420,6 +420,18 @@ def decode_backend(kind: bytes, buf, start: int, end: int, encoding: str = UTF8)
     return decode(kind, buf, start, end, BACKEND_DECODERS, encoding)
 
 
+def text_span(kind: bytes, buf, start: int, end: int) -> tuple[int, int]:
+    """The offsets of the strings of the Query or Parse at *start*: the statement text,
+    and for a Parse its name before it (not the parameter type OIDs after). A malformed
+    message gives its whole body (its decoding raises)."""
+    if kind == b"P":
+        first = buf.find(b"\0", start + 5, end)
+        second = buf.find(b"\0", first + 1, end) if first >= 0 else -1
+        if second >= 0:
+            return start + 5, second
+    return start + 5, max(start + 5, end - 1)
+
+
 def bind_names(buf, start: int, end: int, encoding: str = UTF8) -> Bind:
     """The portal and statement names of the Bind at *start*, without its parameters
     (what the protocol state needs when nobody reads the values).
