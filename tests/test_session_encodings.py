@@ -238,6 +238,49 @@ def test_non_ascii_text_in_an_open_pipeline_after_a_statement_ran_is_refused(
     assert [m.values for m in after if isinstance(m, DataRow)] == [(b"UTF8",)]
 
 
+# --- set_config('client_encoding', $1): the value comes with the Bind ---------------------
+
+
+@pytest.mark.parametrize("value", ["SJIS", "big-5", "Windows-936", "mule_internal", "euc-tw"])
+@pytest.mark.parametrize("mode", ["extended", "binary", "pipeline", "prepared"])
+def test_an_unsafe_encoding_bound_to_set_config_is_refused(client_factory, value, mode):
+    c = client_factory(READER)
+    try:
+        out = c.run("SELECT set_config('client_encoding', %s, false)", mode, (value,))
+        assert out.sqlstate == "0A000" and out.message.startswith("pgguard: client_encoding"), \
+            out.texts[:2]
+        assert c.run("SHOW client_encoding").rows == [("UTF8",)]
+        assert c.run("SELECT set_config('client_encoding', %s, false)", mode,
+                     ("latin9",)).ok
+        assert c.run("SHOW client_encoding").rows == [("LATIN9",)]
+        # Not an encoding name: PostgreSQL refuses it.
+        out = c.run("SELECT set_config('client_encoding', %s, false)", mode, ("nope",))
+        assert out.sqlstate == "22023", out.texts[:2]
+    finally:
+        c.close()
+
+
+def test_what_is_pipelined_behind_a_refused_bind_never_runs(attack_gw, attack_db, tokens):
+    before = _victims(attack_db)
+    hidden = _hidden_delete(SWALLOWERS["SJIS"], "extended").encode("shift_jis")
+    c, msgs = _login(attack_gw, tokens)
+    try:
+        assert error_of(msgs) is None
+        c.send(codec.parse("s", "SELECT set_config('client_encoding', $1, false)")
+               + codec.sync())
+        assert error_of(c.until(ReadyForQuery)) is None
+        c.send(codec.bind("", "s", [b"SJIS"]) + codec.execute("")
+               + codec.message(b"P", b"\0" + hidden + b"\0\0\0")
+               + codec.bind("", "") + codec.execute("") + codec.sync())
+        seen = c.until(ReadyForQuery)
+    finally:
+        c.close()
+    errs = [m for m in seen if isinstance(m, ErrorResponse)]
+    assert len(errs) == 1 and errs[0].sqlstate == "0A000" and "SJIS" in errs[0].message
+    assert not any(isinstance(m, ParameterStatus) for m in seen)
+    assert _victims(attack_db) == before
+
+
 # --- changes are followed ---------------------------------------------------------------
 
 

@@ -266,6 +266,8 @@ class Guard:
         cls = self._cls
         if refused or cls is None or not isinstance(msg, Query | Parse):
             return ()
+        if isinstance(msg, Parse) and cls.statements and cls.statements[0].encoding_params:
+            notes[ENCODING_PARAMS] = cls.statements[0].encoding_params
         if len(masking) != len(cls.statements):
             masking = [None] * len(cls.statements)
         effects: list[Effect | None] = []
@@ -281,6 +283,15 @@ class Guard:
             else:
                 effects.append(effect)
         return tuple(effects)
+
+    def encoding_params(self, statement: str) -> tuple[int, ...]:
+        """The parameters of prepared statement *statement* whose Bind values set
+        client_encoding (``set_config('client_encoding', $1, false)``): of every
+        definition an Execute sent now may run (see ``Exchange.expected_statements``)."""
+        out: tuple[int, ...] = ()
+        for notes in self.session.exchange.expected_statements(statement):
+            out += notes.get(ENCODING_PARAMS, ())
+        return out
 
     def wants_catalog(self, msg: Message) -> bool:
         """Masking: reload the catalog before planning *msg* (only with observes_results)."""
@@ -308,6 +319,7 @@ class Guard:
 
 
 POLICY = "policy"
+ENCODING_PARAMS = "encoding_params"  # a Parse's notes: StatementInfo.encoding_params
 
 
 class PreparedView(Mapping[str, policy.Classification]):

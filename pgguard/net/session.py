@@ -54,6 +54,7 @@ from ..wire.messages import (
     READY_FOR_QUERY,
     SYNC,
     TERMINATE,
+    Bind,
     CancelRequest,
     FunctionCall,
     GSSENCRequest,
@@ -205,6 +206,26 @@ def _kind_of(msg: Query | Parse | FunctionCall) -> int:
         else FUNCTION_CALL
 
 
+def _bound_encoding_refusal(msg: Bind, numbers: tuple[int, ...], encoding: str
+                            ) -> GatewayError | None:
+    """The refusal of a Bind whose parameters *numbers* (1-based) set client_encoding to
+    one pgguard cannot read (``encodings.refusal``), else None.
+
+    *numbers* are of every definition of the statement the Bind may run (the exchange
+    cannot tell which until PostgreSQL answers), so a value that names no encoding is
+    let through: PostgreSQL rejects it if it does set client_encoding (and the session's
+    backstop stands behind a name PostgreSQL would know and pgguard not). A NULL resets
+    it to the login's value, which was checked; a missing one fails in PostgreSQL."""
+    for n in numbers:
+        if not 0 < n <= len(msg.params) or msg.params[n - 1] is None:
+            continue
+        value = msg.params[n - 1].decode(encoding, "surrogateescape")
+        why = encodings.refusal(value) if encodings.normalize(value) is not None else None
+        if why is not None:
+            return FeatureNotSupported(f"pgguard: {why}")
+    return None
+
+
 def _text_of(msg: Message) -> str:
     """The strings of a Query or Parse as :func:`codec.text_span` spans their bytes."""
     if isinstance(msg, Parse):
@@ -324,7 +345,7 @@ class ClientSession:
 
     async def send_error(self, exc: GatewayError) -> None:
         data = codec.error_response(exc.severity, exc.sqlstate, exc.message, exc.detail,
-                                   exc.hint)
+                                   exc.hint, encoding=self.client_framer.encoding)
         with trio.move_on_after(2):
             try:
                 await self.send_client(data)
@@ -702,9 +723,17 @@ class ClientSession:
                         else:
                             msg = framer.decode(kind, start, end)
                         notes = {}
+                        if k == BIND and (encoding_params := guard.encoding_params(
+                                msg.statement)):
+                            # set_config('client_encoding', $n): the value comes now.
+                            if not full_binds:
+                                msg = framer.decode(kind, start, end)
+                            if (why := _bound_encoding_refusal(msg, encoding_params,
+                                                               framer.encoding)):
+                                replacement, msg = self._refused_bind(msg, why)
                         if k == BIND and self.tap is not None:  # parameters for the record
                             await self.tap.bind(msg)
-                        if observe:
+                        if observe and replacement is None:
                             # Masking notes statements and portals; it may add a Describe
                             # before an Execute.
                             replacement = guard.on_frontend(msg, notes,
@@ -747,12 +776,26 @@ class ClientSession:
         exc = verdict.refuse
         assert exc is not None
         self.rewrites.append((marker.encode(), codec.error_response(
-            "ERROR", exc.sqlstate, exc.message, exc.detail, exc.hint)))
+            "ERROR", exc.sqlstate, exc.message, exc.detail, exc.hint,
+            encoding=self.client_framer.encoding)))
         if kind[0] == PARSE:
             return (codec.parse(msg.name, marker, encoding=self.client_framer.encoding),
                     Parse(msg.name, marker, ()))
         # FunctionCall has no SQL to replace: run the marker as a simple query instead.
         return codec.query(marker), Query(marker)
+
+    def _refused_bind(self, msg: Bind, exc: GatewayError) -> tuple[bytes, Bind]:
+        """Replace a refused Bind with one of a statement that does not exist: PostgreSQL
+        fails it (and skips to Sync) before it touches the portal, and its error is
+        rewritten to *exc* on the way back, as :meth:`_refusal` does for statements."""
+        marker = f"pgguard_refused_{secrets.token_hex(6)}"
+        enc = self.client_framer.encoding
+        self.rewrites.append((marker.encode(), codec.error_response(
+            "ERROR", exc.sqlstate, exc.message, exc.detail, exc.hint, encoding=enc)))
+        log.info("event=statement_refused session=%s user=%s category=encoding reason=%r",
+                 self.session_id, self.user, exc.message)
+        return codec.bind(msg.portal, marker, encoding=enc), Bind(msg.portal, marker, (), (),
+                                                                   ())
 
     async def _pump_backend(self, scope: trio.CancelScope) -> None:
         assert self.link is not None
