@@ -20,7 +20,7 @@ import uuid
 
 import psycopg
 import pytest
-from harness.attack import READER, WRITER, AttackDb, attack_connection
+from harness.attack import APPROVER, READER, WRITER, AttackDb, attack_connection
 from harness.gateway import APP_USER, ThreadGateway
 from rawclient import RawClient, error_of
 from test_attack_encodings import SWALLOWERS, _hidden_delete
@@ -335,6 +335,20 @@ def test_text_that_does_not_decode_is_refused_not_judged(attack_gw, tokens, enc,
         assert err is not None and err.sqlstate == "22021", seen
         assert err.message.startswith("pgguard: invalid byte sequence for encoding " + enc)
     assert error_of(after) is None and any(isinstance(m, DataRow) for m in after)
+
+
+# --- the admin console -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("enc", ["latin9", "EUC_JP", "SQL_ASCII"])
+def test_the_admin_console_answers_in_utf8(attack_gw, tokens, enc):
+    user, groups = APPROVER
+    with psycopg.connect(attack_gw.dsn(user, dbname="pgguard"), password=tokens(user, groups),
+                         autocommit=True, client_encoding=enc,
+                         cursor_factory=psycopg.ClientCursor) as conn:
+        assert conn.info.parameter_status("client_encoding") == "UTF8"
+        assert conn.info.encoding == "utf-8"
+        assert conn.execute("SHOW APPROVALS").description is not None
 
 
 # --- the database's encoding ------------------------------------------------------------
