@@ -486,3 +486,37 @@ def test_each_codec_reads_non_ascii_bytes_as_postgres_converts_them(attack_db, n
         "unicode_escape")
     for ch in differ:
         assert text.unreadable(ch.encode(pycodec), ch) is not None, ch
+
+
+# --- recording ------------------------------------------------------------------------------
+
+
+def test_recording_keeps_latin9_text_and_a_refused_undecodable_statement(
+        make_config, tokens, tmp_path):
+    from pathlib import Path
+
+    from test_recording_e2e import _session_id, recorded_config, session_records
+
+    cfg = recorded_config(make_config, tmp_path)
+    gw = ThreadGateway(cfg).start()
+    try:
+        user = "rhea"
+        conn = psycopg.connect(gw.dsn(user), password=tokens(user, ["owners"]),
+                               autocommit=True, client_encoding="latin9")
+        with conn:
+            assert conn.execute("SELECT 'café €' AS \"é\"").fetchone() == ("café €",)
+            sid = _session_id(gw, user)
+            conn.execute("SET client_encoding TO 'UTF8'")
+            with pytest.raises(psycopg.errors.CharacterNotInRepertoire):
+                conn.execute(b"SELECT '\xff'")
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        gw.stop()
+    recs = session_records(Path(cfg["recording"]["dir"]), sid)
+    statements = [r["fields"]["sql"] for r in recs if r["type"] == "statement"]
+    assert "SELECT 'café €' AS \"é\"" in statements
+    assert "SELECT '\ufffd'" in statements
+    results = [r["fields"] for r in recs if r["type"] == "result"]
+    assert any(f.get("columns", [[None]])[0][0] == "é" and f.get("rows") == [["café €"]]
+               for f in results), results[:3]
+    assert recs[-1]["type"] == "session_end"

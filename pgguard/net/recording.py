@@ -19,6 +19,7 @@ see the result. See "Durability" in docs/audit-format.md for the other modes.
 from __future__ import annotations
 
 import logging
+import re
 import struct
 import time
 from collections.abc import Sequence
@@ -72,6 +73,9 @@ RECORD = "record"   # the tap's key in the exchange's notes
 # No detector matches fewer than seven digits and nothing else (the shortest, phone, needs
 # seven digits and a separator or a "+"; plain integers never match): skip the scan.
 _SHORT_NUMBER_LEN = 7
+
+
+_ESCAPED = re.compile("[\udc80-\udcff]")
 
 
 def _text(raw: bytes, encoding: str = "utf-8") -> str:
@@ -210,6 +214,10 @@ class SessionTap:
         return self._detectors.scan_text(text)
 
     def _scan_sql(self, sql: str) -> str:
+        if codec.escaped(sql):
+            # Bytes the client's encoding does not read (a statement refused for them,
+            # 22021): a record holds text, so each becomes U+FFFD, as in values.
+            sql = _ESCAPED.sub("\ufffd", sql)
         if len(sql) > policy.CACHE_MAX_TEXT:
             return self._scan(sql)  # huge texts are rarely repeated: do not hold them
         scanned = self._scanned.get(sql)
