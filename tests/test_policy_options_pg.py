@@ -35,6 +35,9 @@ SEQ = "SELECT last_value || ':' || is_called FROM opt_s"
 SCHEMA = """SELECT string_agg(c.oid || c.relname || coalesce(c.reloptions::text, ''), ','
                               ORDER BY c.oid)
                    || (SELECT count(*) FROM pg_proc WHERE pronamespace = 'public'::regnamespace)
+                   || ':' || (SELECT count(*) FROM pg_proc WHERE proconfig IS NOT NULL)
+                   || ':' || (SELECT count(*) FROM pg_publication)
+                   || ':' || (SELECT count(*) FROM pg_db_role_setting)
             FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace"""
 SETTINGS = ("SELECT current_user || ';' || string_agg(name || '=' || setting, ',' ORDER BY name) "
             "FROM pg_settings")

@@ -127,3 +127,36 @@ def test_explain_repeated_analyze_read_only_grant(gateway, tokens, pg, mode):
         # Only planned: allowed, and nothing is deleted either.
         _run(conn, "EXPLAIN (ANALYZE true, ANALYZE off) DELETE FROM accounts", mode)
     assert pg.psql("SELECT count(*) FROM accounts", dbname="app") == before
+
+
+def test_execute_of_a_statement_prepared_with_parse_cannot_set_the_encoding(superuser_conn):
+    """psycopg prepares set_config('client_encoding', $1, …) with Parse (allowed: the
+    value comes with Bind); a SQL EXECUTE of that name with a literal is refused."""
+    conn = superuser_conn
+    conn.execute("SELECT set_config('client_encoding', %s, false)", ["UTF8"], prepare=True)
+    name = conn.execute("SELECT name FROM pg_prepared_statements "
+                        "WHERE statement LIKE '%client_encoding%'").fetchone()[0]
+    with pytest.raises(psycopg.errors.InsufficientPrivilege) as info:
+        conn.execute(f"EXECUTE {name}('SJIS')")
+    assert info.value.diag.message_primary.startswith("pgguard: EXECUTE with parameters")
+    assert conn.execute("SHOW client_encoding").fetchone()[0] == "UTF8"
+
+
+@pytest.mark.xfail(strict=True, reason="issue 11 class 1: the session checks the Bind value "
+                                       "of StatementInfo.encoding_params (session side)")
+@pytest.mark.parametrize("enc", ["SJIS", "big5"])
+def test_a_bound_unsafe_encoding_is_refused(superuser_conn, enc):
+    conn = superuser_conn
+    try:
+        with pytest.raises(psycopg.Error) as info:
+            conn.execute("SELECT set_config('client_encoding', %s, false)", [enc])
+        assert info.value.diag.message_primary.startswith("pgguard:")
+    finally:
+        conn.execute("RESET client_encoding")
+    assert conn.execute("SHOW client_encoding").fetchone()[0] == "UTF8"
+
+
+def test_a_bound_safe_encoding_runs(superuser_conn):
+    conn = superuser_conn
+    conn.execute("SELECT set_config('client_encoding', %s, false)", ["utf-8"])
+    assert conn.info.parameter_status("client_encoding") == "UTF8"

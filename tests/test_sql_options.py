@@ -118,6 +118,7 @@ def test_copy_options(sql, expected):
     "COPY t TO STDOUT (HEADER maybe)",
     "COPY t TO STDOUT (NOSUCH 1)",
     "COPY t TO STDOUT (\"FORMAT\" csv)",
+    "COPY t TO STDOUT (ENCODING 'LATIN1')",
 ])
 def test_copy_options_postgres_rejects_are_refused(sql):
     with pytest.raises(Refused):
@@ -192,6 +193,20 @@ def test_a_bound_client_encoding_is_left_to_the_bind():
     assert st.encoding_params == (2,)
     assert classify("SELECT set_config('search_path', $1, false)").statements[0] \
         .encoding_params == ()
+
+
+def test_execute_with_parameters_of_an_unknown_statement_is_refused():
+    """A statement prepared with Parse is not in the SQL-level map: its EXECUTE may feed
+    set_config('client_encoding', $1, …) a value the session never sees in a Bind."""
+    from pgguard.policy import remember_prepared
+    prepared: dict = {}
+    remember_prepared(prepared, classify("PREPARE q(text) AS SELECT length($1)"))
+    for sql in ("EXECUTE z('SJIS')", "EXPLAIN ANALYZE EXECUTE z('SJIS')",
+                "CREATE TABLE x AS EXECUTE z('SJIS')"):
+        assert classify(sql, prepared).statements[0].refusal, sql
+        assert classify(sql).statements[0].refusal, sql
+    for sql in ("EXECUTE q('SJIS')", "EXECUTE z", "EXPLAIN ANALYZE EXECUTE q('x')"):
+        assert classify(sql, prepared).statements[0].refusal is None, sql
 
 
 def test_execute_of_a_refused_prepare_is_refused():

@@ -393,7 +393,8 @@ def copy_options(options: list) -> CopyOptions:
     Raises:
         Refused: a list PostgreSQL rejects (an option given twice, an unknown option or
             format, a value of the wrong kind): the statement would not run, and masking
-            does not guess how its rows would be laid out.
+            does not guess how its rows would be laid out. Also ENCODING, which would
+            send the rows in another encoding than the session's.
     """
     repeated = def_repeated(options)
     if repeated:
@@ -403,6 +404,10 @@ def copy_options(options: list) -> CopyOptions:
         if name not in _COPY_OPTIONS:
             raise Refused(f"COPY option {name!r} is not one PostgreSQL knows")
         opts[name] = arg
+    if "encoding" in opts:
+        # The rows would be in that encoding, not the session's the masker decodes with.
+        raise Refused("COPY … ENCODING is not supported with masking: the rows would not "
+                      "be in the session's client_encoding")
     fmt = "text"
     if "format" in opts:
         fmt = def_string(opts["format"]) or ""

@@ -39,7 +39,12 @@ from .lists import (
     function_class,
 )
 from .prepared import resolve_execute
-from .results import Classification, StatementInfo, make_classification
+from .results import (
+    UNKNOWN_EXECUTE_WITH_PARAMS,
+    Classification,
+    StatementInfo,
+    make_classification,
+)
 
 __all__ = ["CACHE_MAX_TEXT", "cache_clear", "cache_info", "classify"]
 
@@ -412,6 +417,8 @@ def _statement(node_type: str, node: dict[str, Any], facts: _Facts) -> str:
         query = node.get("query") or {}
         if "ExecuteStmt" in query:
             facts.executes = query["ExecuteStmt"].get("name")
+            if query["ExecuteStmt"].get("params"):
+                facts.refuse(UNKNOWN_EXECUTE_WITH_PARAMS)  # as for EXECUTE itself
         _walk(query, facts)
         return kind
     if node_type == "CreateFunctionStmt":
@@ -461,6 +468,11 @@ def _statement(node_type: str, node: dict[str, Any], facts: _Facts) -> str:
     if node_type == "ExecuteStmt":
         facts.executes = node.get("name")
         _walk(node.get("params"), facts)
+        if node.get("params"):
+            # A statement prepared with Parse (not in the session's map) may be
+            # set_config('client_encoding', $1, ...): its parameters come from here, where
+            # the session does not look. resolve_execute() lifts this for a known body.
+            facts.refuse(UNKNOWN_EXECUTE_WITH_PARAMS)
         return "EXECUTE"
     if node_type == "DeclareCursorStmt":
         facts.add("read", "declares a cursor")

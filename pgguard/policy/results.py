@@ -7,7 +7,13 @@ from dataclasses import dataclass
 
 from .lists import SEVERITY
 
-__all__ = ["Classification", "StatementInfo", "make_classification"]
+__all__ = ["UNKNOWN_EXECUTE_WITH_PARAMS", "Classification", "StatementInfo",
+           "make_classification"]
+
+#: The refusal of ``EXECUTE name(args)`` while *name* is not a known SQL-level PREPARE:
+#: a statement prepared with Parse may be ``set_config('client_encoding', $1, …)``.
+UNKNOWN_EXECUTE_WITH_PARAMS = ("EXECUTE with parameters of a prepared statement pgguard "
+                               "does not know: it may set client_encoding")
 
 
 @dataclass(frozen=True, slots=True)
