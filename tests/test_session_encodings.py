@@ -25,7 +25,7 @@ from harness.gateway import APP_USER, ThreadGateway
 from rawclient import RawClient, error_of
 from test_attack_encodings import SWALLOWERS, _hidden_delete
 
-from pgguard.net.session import option_settings, split_options
+from pgguard.net.startup import option_settings, split_options
 from pgguard.wire import codec, encodings
 from pgguard.wire.clienttext import DISPUTED, ClientText, Judgement
 from pgguard.wire.messages import (

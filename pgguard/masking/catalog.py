@@ -17,7 +17,7 @@ SYSTEM_SCHEMAS = frozenset({"pg_catalog", "information_schema"})
 
 # One statement, one result set of six text columns, so the gateway can run it with a
 # simple Query and collect text-format DataRows. Kinds: r relation, a column, f user
-# function, t user type, s search_path entry.
+# function (with whether any of that name returns a set), t user type, s search_path entry.
 CATALOG_QUERY = """\
 SELECT 'r', c.oid::text, n.nspname::text, c.relname::text, c.relkind::text,
        CASE WHEN c.relkind IN ('v', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
@@ -32,9 +32,10 @@ SELECT 'a', a.attrelid::text, a.attnum::text, a.attname::text, a.atttypid::text,
  WHERE a.attnum > 0 AND NOT a.attisdropped
    AND c.relkind IN ('r', 'v', 'm', 'f', 'p') AND n.nspname <> 'pg_toast'
 UNION ALL
-SELECT DISTINCT 'f', NULL, n.nspname::text, p.proname::text, NULL, NULL
+SELECT 'f', NULL, n.nspname::text, p.proname::text, bool_or(p.proretset)::text, NULL
   FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
  WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+ GROUP BY n.nspname, p.proname
 UNION ALL
 SELECT 't', t.oid::text, t.typcategory::text, t.typtype::text, t.typelem::text,
        t.typbasetype::text
@@ -81,6 +82,9 @@ class Catalog(Protocol):
     def type_info(self, oid: int) -> tuple[str, str, int, int] | None:
         """(category, typtype, element oid, base oid) of a user-defined type, or None."""
 
+    def may_return_set(self, name: str, schema: str | None) -> bool:
+        """True when a user-defined function of this name may return a set."""
+
 
 class SqlCatalog:
     """A :class:`Catalog` built from the rows of :data:`CATALOG_QUERY`.
@@ -90,12 +94,15 @@ class SqlCatalog:
         user_functions: (schema, name) of every function outside the system schemas.
         types: user type oid -> (category, typtype, element oid, base oid).
         search_path: effective search path (``current_schemas(true)``).
+        set_returning: (schema, name) of the user functions that return a set; None when
+            not known (then every user function may).
     """
 
     def __init__(self, relations: Iterable[Relation],
                  user_functions: Iterable[tuple[str, str]] = (),
                  types: dict[int, tuple[str, str, int, int]] | None = None,
-                 search_path: Sequence[str] = ("pg_catalog", "public")):
+                 search_path: Sequence[str] = ("pg_catalog", "public"),
+                 set_returning: Iterable[tuple[str, str]] | None = None):
         self.relations = {r.oid: r for r in relations}
         self.search_path = tuple(search_path)
         self._by_name: dict[str, list[Relation]] = {}
@@ -108,6 +115,7 @@ class SqlCatalog:
                                      rank.get(r.schema, len(rank)), r.schema))
         self.user_functions = {name for _, name in user_functions}
         self._user_functions_q = set(user_functions)
+        self._set_returning = None if set_returning is None else set(set_returning)
         self.types = dict(types or {})
         self.identifiers = frozenset(
             {r.name for r in self.relations.values()}
@@ -128,6 +136,7 @@ class SqlCatalog:
         rels: dict[int, dict] = {}
         cols: dict[int, list[tuple[int, str, int]]] = {}
         funcs: list[tuple[str, str]] = []
+        srfs: list[tuple[str, str]] = []
         types: dict[int, tuple[str, str, int, int]] = {}
         path: list[tuple[int, str]] = []
         for kind, a, b, c, d, e in rows:
@@ -137,6 +146,8 @@ class SqlCatalog:
                 cols.setdefault(int(a), []).append((int(b), c, int(d)))
             elif kind == "f":
                 funcs.append((b, c))
+                if d in ("true", "t", True):
+                    srfs.append((b, c))
             elif kind == "t":
                 types[int(a)] = (b, c, int(d), int(e))
             elif kind == "s":
@@ -146,7 +157,7 @@ class SqlCatalog:
             columns = tuple(sorted(cols.get(oid, ())))
             relations.append(Relation(oid, r["schema"], r["name"], r["kind"], columns,
                                       r["definition"]))
-        return cls(relations, funcs, types, [s for _, s in sorted(path)])
+        return cls(relations, funcs, types, [s for _, s in sorted(path)], srfs)
 
     def relation_by_oid(self, oid: int) -> Relation | None:
         return self.relations.get(oid)
@@ -164,3 +175,11 @@ class SqlCatalog:
 
     def type_info(self, oid: int) -> tuple[str, str, int, int] | None:
         return self.types.get(oid)
+
+    def may_return_set(self, name: str, schema: str | None) -> bool:
+        if self._set_returning is None:
+            return True
+        if schema is not None:
+            return (schema, name) in self._set_returning or (
+                schema not in SYSTEM_SCHEMAS and (schema, name) not in self._user_functions_q)
+        return any(n == name for _, n in self._set_returning)

@@ -30,8 +30,14 @@ from ..errors import (
     TLSRequired,
     UnknownConnection,
 )
-from ..wire import codec, encodings
-from ..wire.clienttext import ClientText, Judgement
+from ..wire import codec
+from ..wire.clienttext import (
+    ClientText,
+    Judgement,
+    bound_encoding_refusal,
+    kind_of,
+    text_of,
+)
 from ..wire.exchange import Exchange
 from ..wire.framer import NEED_DATA, Framer, StartupFramer
 from ..wire.messages import (
@@ -58,7 +64,6 @@ from ..wire.messages import (
     CancelRequest,
     FunctionCall,
     GSSENCRequest,
-    Message,
     ParameterStatus,
     Parse,
     PasswordMessage,
@@ -70,10 +75,17 @@ from ..wire.messages import (
 )
 from ..wire.state import ALLOWED, Phase, expect
 from . import backend
+from .activity import Activity, count_failure, count_masked
 from .fastio import FastIO
 from .guard import Guard, Verdict, guard_for
 from .recording import SessionInfo, SessionTap, session_detectors
 from .services import Services
+from .startup import (  # noqa: F401 - _check_options and the sets: tests import them here
+    FORWARDED_PARAMS,
+    REFUSED_PARAMS,
+    _check_options,
+    check_startup_encoding,
+)
 
 if TYPE_CHECKING:
     from ..credentials import CredentialSource, Lease
@@ -92,19 +104,6 @@ SYNC_MESSAGE = Sync()
 UNOWNED_KINDS = frozenset((DATA_ROW, COPY_DATA, NOTICE_RESPONSE, PARAMETER_STATUS,
                            NOTIFICATION_RESPONSE))
 
-# Startup parameters a client may pass through to PostgreSQL. Anything that changes who
-# the session runs as is refused; unknown ones are dropped (a GUC set at startup would
-# escape statement control).
-FORWARDED_PARAMS = frozenset({
-    "application_name", "client_encoding", "DateStyle", "datestyle", "TimeZone", "timezone",
-    "IntervalStyle", "intervalstyle", "extra_float_digits", "search_path",
-    "statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout",
-    "standard_conforming_strings", "bytea_output", "default_transaction_isolation",
-    "default_transaction_read_only", "client_min_messages", "geqo", "lc_messages",
-    "lc_monetary", "lc_numeric", "lc_time", "xmlbinary", "xmloption", "jit", "work_mem",
-    "enable_seqscan", "options",
-})
-REFUSED_PARAMS = frozenset({"role", "session_authorization", "replication"})
 
 
 def is_loopback(host: str) -> bool:
@@ -116,121 +115,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def split_options(options: str) -> list[str]:
-    """The words of an ``options`` startup parameter as PostgreSQL's ``pg_split_opts``
-    splits them: at unescaped whitespace, a backslash taking the next character
-    literally (``-c search_path=a\\ b`` is two words, the second ``search_path=a b``)."""
-    words: list[str] = []
-    word: list[str] = []
-    escaped = started = False
-    for ch in options:
-        if ch in " \t\n\r\v\f" and not escaped:
-            if started:
-                words.append("".join(word))
-                word, started = [], False
-            continue
-        started = True
-        if not escaped and ch == "\\":
-            escaped = True
-        else:
-            escaped = False
-            word.append(ch)
-    if started:
-        words.append("".join(word))
-    return words
-
-
-def option_settings(options: str) -> list[tuple[str, str]]:
-    """The ``(name, value)`` settings of an ``options`` startup parameter, read as
-    PostgreSQL's ``process_postgres_switches`` reads them (``-c name=value``,
-    ``-cname=value``, ``--name=value``; a ``-`` in a name is ``_``).
-
-    Raises:
-        PolicyDenied: a word that is not such a setting (any other switch), or a setting
-            of a parameter that is not forwarded.
-    """
-    words = split_options(options)
-    out: list[tuple[str, str]] = []
-    i = 0
-    while i < len(words):
-        w = words[i]
-        if w == "-c" and i + 1 < len(words):
-            setting = words[i + 1]
-            i += 2
-        elif w.startswith("-c") and len(w) > 2:
-            setting = w[2:]
-            i += 1
-        elif w.startswith("--") and len(w) > 2:
-            setting = w[2:]
-            i += 1
-        else:
-            raise PolicyDenied(f"startup option {w!r} is not allowed")
-        name, eq, value = setting.partition("=")
-        name = name.replace("-", "_")
-        if not eq or name not in FORWARDED_PARAMS or name == "options":
-            raise PolicyDenied(f"startup setting {name!r} is not allowed")
-        out.append((name, value))
-    return out
-
-
-def _check_options(options: str) -> str:
-    """Allow only ``-c name=value`` of forwarded parameters inside ``options``."""
-    option_settings(options)
-    return options
-
-
-def check_startup_encoding(params: dict[str, str]) -> None:
-    """Refuse a startup packet that asks for a client_encoding pgguard cannot read
-    statements in (``encodings.refusal``: not ASCII-safe, not decodable, unknown), given
-    as the ``client_encoding`` parameter (PGCLIENTENCODING arrives so) or in ``options``.
-    PostgreSQL applies them all, ``options`` first: any one refused refuses the login.
-
-    Raises:
-        EncodingRefused: FATAL 0A000.
-    """
-    values = [v for k, v in params.items() if k.lower() == "client_encoding"]
-    if "options" in params:
-        values += [v for k, v in option_settings(params["options"])
-                   if k.lower() == "client_encoding"]
-    for value in values:
-        why = encodings.refusal(value)
-        if why is not None:
-            raise EncodingRefused(f"pgguard: {why}")
-
-
 TEXT_MARK = "text"  # the session's key in a request's notes: its ClientText mark
-
-
-def _kind_of(msg: Query | Parse | FunctionCall) -> int:
-    return QUERY if isinstance(msg, Query) else PARSE if isinstance(msg, Parse) \
-        else FUNCTION_CALL
-
-
-def _bound_encoding_refusal(msg: Bind, numbers: tuple[int, ...], encoding: str
-                            ) -> GatewayError | None:
-    """The refusal of a Bind whose parameters *numbers* (1-based) set client_encoding to
-    one pgguard cannot read (``encodings.refusal``), else None.
-
-    *numbers* are of every definition of the statement the Bind may run (the exchange
-    cannot tell which until PostgreSQL answers), so a value that names no encoding is
-    let through: PostgreSQL rejects it if it does set client_encoding (and the session's
-    backstop stands behind a name PostgreSQL would know and pgguard not). A NULL resets
-    it to the login's value, which was checked; a missing one fails in PostgreSQL."""
-    for n in numbers:
-        if not 0 < n <= len(msg.params) or msg.params[n - 1] is None:
-            continue
-        value = msg.params[n - 1].decode(encoding, "surrogateescape")
-        why = encodings.refusal(value) if encodings.normalize(value) is not None else None
-        if why is not None:
-            return FeatureNotSupported(f"pgguard: {why}")
-    return None
-
-
-def _text_of(msg: Message) -> str:
-    """The strings of a Query or Parse as :func:`codec.text_span` spans their bytes."""
-    if isinstance(msg, Parse):
-        return f"{msg.name}\0{msg.sql}"
-    return msg.sql if isinstance(msg, Query) else ""
 
 
 class _Outgoing:
@@ -330,6 +215,12 @@ class ClientSession:
         # and an event set whenever a ReadyForQuery settles it (wire/clienttext).
         self.text: ClientText | None = None
         self._text_settled = trio.Event()
+        self.activity: Activity | None = None  # once connected upstream
+        # KILL and the kill switch end the session from outside: the FATAL it gets, and
+        # the scope of the relay they cancel (cancelled early, it ends the relay at once).
+        self.killed: GatewayError | None = None
+        self.relay_scope = trio.CancelScope()
+        self.ended = trio.Event()   # set once cleanup is done (lease released)
 
     @property
     def txn_status(self) -> str:
@@ -365,6 +256,8 @@ class ClientSession:
                     if startup is None:
                         return
                     await self._authenticate(startup)
+                    await self.services.check_blocked(self.user or "",
+                                                      console=self.database == "pgguard")
                     if self.database == "pgguard":
                         greeting = None
                     else:
@@ -384,8 +277,13 @@ class ClientSession:
             if self.tap is not None:
                 await self.tap.session_start()
             await self._relay()
+            if self.killed is not None:
+                self.end_reason = self.killed.message
+                await self.send_error(self.killed)
         except GatewayError as exc:
             self.end_reason = exc.message
+            count_failure(self.services.metrics, exc, authenticated=self.identity is not None,
+                          connection=self.guard.conn.name if self.guard else None)
             log.info("event=session_error session=%s user=%s sqlstate=%s error=%r",
                      self.session_id, self.user, exc.sqlstate, exc.message)
             await self.send_error(exc)
@@ -401,6 +299,7 @@ class ClientSession:
                 await self._cleanup()
             if cleanup.cancelled_caught:
                 log.warning("event=cleanup_timeout session=%s", self.session_id)
+            self.ended.set()
 
     def _open_tap(self) -> SessionTap | None:
         recorder = self.services.recorder
@@ -415,6 +314,7 @@ class ClientSession:
         if self.link is not None:
             tap.server_encoding = self.link.parameters.get("server_encoding")
             tap.follow_encoding(self.link.parameters.get("client_encoding", "UTF8"))
+        tap.records = self.services.metrics.recording_records
         return tap
 
     async def _cleanup(self) -> None:
@@ -431,6 +331,7 @@ class ClientSession:
                 await self.services.credentials.source_for(self.lease.role).release(self.lease)
             except Exception:
                 log.exception("event=lease_release_failed session=%s", self.session_id)
+                self.services.metrics.vault_lease_errors.labels("revoke").inc()
         if self.state == "active":
             if self.tap is not None:
                 await self.tap.session_end(self.end_reason, self.bytes_in, self.bytes_out)
@@ -551,6 +452,9 @@ class ClientSession:
             raise NotPermitted(f"pgguard: user {self.user!r} has no grant on connection "
                                f"{conn.name!r}")
         self.guard = guard
+        self.activity = Activity(conn.name, self.services.stats, self.services.metrics)
+        if guard.masker is not None:
+            guard.masker.on_masked = lambda rows: count_masked(self.services.metrics, rows)
         params = self._upstream_params(startup)
         source = self.services.credentials.source_for(guard.vault_role)
         self.lease = await source.acquire(conn, guard.vault_role, self.user or "")
@@ -576,11 +480,7 @@ class ClientSession:
 
     def _start_text(self, parameters: dict[str, str]) -> None:
         """Decode statements in the client_encoding PostgreSQL reported at the login
-        (which the role's or database's settings may have chosen), or refuse it.
-
-        Raises:
-            EncodingRefused: pgguard cannot read statements in it.
-        """
+        (a role's or database's settings may choose it). Raises EncodingRefused."""
         assert self.link is not None
         self.text = ClientText(parameters.get("server_encoding", ""))
         self._follow_encoding(parameters.get("client_encoding", ""))
@@ -620,10 +520,11 @@ class ClientSession:
         self.link_io = FastIO(self.link.stream)
         source = self.services.credentials.source_for(self.lease.role)
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._pump_frontend, nursery.cancel_scope)
-                nursery.start_soon(self._pump_backend, nursery.cancel_scope)
-                nursery.start_soon(self._watch_lease, source, nursery.cancel_scope)
+            with self.relay_scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._pump_frontend, nursery.cancel_scope)
+                    nursery.start_soon(self._pump_backend, nursery.cancel_scope)
+                    nursery.start_soon(self._watch_lease, source, nursery.cancel_scope)
         except BaseExceptionGroup as group:
             raise _first_error(group) from None
 
@@ -652,6 +553,8 @@ class ClientSession:
         full_binds = observe or self.tap is not None
         text = self.text
         assert text is not None
+        activity = self.activity
+        assert activity is not None
         while True:
             out = _Outgoing(framer.buf)
             while (frame := framer.next_frame()) is not None:
@@ -678,7 +581,7 @@ class ClientSession:
                                 unreadable = FeatureNotSupported(f"pgguard: {why}")
                     msg = framer.decode(kind, start, end)
                     if raw and unreadable is None \
-                            and (why := text.unreadable(raw, _text_of(msg))) is not None:
+                            and (why := text.unreadable(raw, text_of(msg))) is not None:
                         # PostgreSQL rejects the bytes or reads them otherwise: never
                         # judge such a text.
                         unreadable = CharacterNotInRepertoire(f"pgguard: {why}")
@@ -698,15 +601,17 @@ class ClientSession:
                             # Send what came before, then wait for a human.
                             if pending := out.take():
                                 await send_upstream(pending)
-                            verdict = await guard.wait_for_approval(verdict)
+                            verdict = await activity.hold(guard, verdict)
                         if verdict.refuse is not None:
                             replacement, sent = self._refusal(kind, msg, verdict)
                     notes: dict = {}
                     effects = guard.note_sent(msg, verdict, notes)
                     exchange.client_sent(sent, notes, effects)
-                    notes[TEXT_MARK] = text.sent(_kind_of(sent))
+                    notes[TEXT_MARK] = text.sent(kind_of(sent))
                     if sent is not msg and k == PARSE:
                         exchange.expect_failure()  # the marker fails: skip to Sync
+                    activity.statement(getattr(msg, "sql", None) or "", verdict,
+                                       guard.last_decision)
                     if self.tap is not None:
                         await self.tap.statement(msg, verdict, notes, guard.last_decision)
                 elif k in EXCHANGE_KINDS:
@@ -728,9 +633,10 @@ class ClientSession:
                             # set_config('client_encoding', $n): the value comes now.
                             if not full_binds:
                                 msg = framer.decode(kind, start, end)
-                            if (why := _bound_encoding_refusal(msg, encoding_params,
-                                                               framer.encoding)):
-                                replacement, msg = self._refused_bind(msg, why)
+                            if (why := bound_encoding_refusal(msg, encoding_params,
+                                                              framer.encoding)):
+                                replacement, msg = self._refused_bind(
+                                    msg, FeatureNotSupported(f"pgguard: {why}"))
                         if k == BIND and self.tap is not None:  # parameters for the record
                             await self.tap.bind(msg)
                         if observe and replacement is None:
@@ -806,12 +712,18 @@ class ClientSession:
         assert guard is not None
         observe = guard.observes_results
         exchange = self.exchange
+        activity = self.activity
+        assert activity is not None
         while True:
             buf = framer.buf
             out = _Outgoing(buf)
             while (frame := framer.next_frame()) is not None:
                 kind, start, end = frame
                 k = kind[0]
+                if k == DATA_ROW and not observe:
+                    # Rows nobody reads: the whole run as one slice (_speedups' walk).
+                    out.keep(start, framer.datarow_run(end))
+                    continue
                 replacement: bytes | None = None
                 req = None
                 if k not in UNOWNED_KINDS:
@@ -825,6 +737,8 @@ class ClientSession:
                     if k == READY_FOR_QUERY and req is not None \
                             and (mark := req.notes.get(TEXT_MARK)) is not None:
                         self._text_ready(mark)
+                    if msg is not None:
+                        activity.backend(k, msg, exchange)
                     if k == ERROR_RESPONSE and self.rewrites:
                         replacement = self._rewritten_error(buf, start, end)
                 elif k == PARAMETER_STATUS:
@@ -843,6 +757,7 @@ class ClientSession:
             data = await link_io.receive(RECEIVE_SIZE)
             if not data:
                 self.end_reason = "database closed the connection"
+                self.services.metrics.upstream_errors.labels(guard.conn.name).inc()
                 scope.cancel()
                 return
             framer.feed(data)

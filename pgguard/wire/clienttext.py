@@ -40,9 +40,10 @@ import re
 
 from . import encodings
 from .codec import escaped
-from .messages import BIND, EXECUTE, FUNCTION_CALL, QUERY, SYNC
+from .messages import BIND, EXECUTE, FUNCTION_CALL, PARSE, QUERY, SYNC, Bind, Message, Parse, Query
 
-__all__ = ["DISPUTED", "ClientText", "Judgement"]
+__all__ = ["DISPUTED", "ClientText", "Judgement", "bound_encoding_refusal", "kind_of",
+           "text_of"]
 
 _ASCII = bytes(range(0x80))
 
@@ -185,3 +186,37 @@ class ClientText:
         return Judgement.REFUSE, (
             "statement text that is not ASCII, in a pipeline after a statement that may "
             "have changed client_encoding: send a Sync first")
+
+
+def kind_of(msg: Message) -> int:
+    """The type byte of a Query, Parse or (anything else) FunctionCall, for
+    :meth:`ClientText.sent`."""
+    return QUERY if isinstance(msg, Query) else PARSE if isinstance(msg, Parse) \
+        else FUNCTION_CALL
+
+
+def text_of(msg: Message) -> str:
+    """The strings of a Query or Parse as ``codec.text_span`` spans their bytes (for
+    :meth:`ClientText.unreadable`)."""
+    if isinstance(msg, Parse):
+        return f"{msg.name}\0{msg.sql}"
+    return msg.sql if isinstance(msg, Query) else ""
+
+
+def bound_encoding_refusal(msg: Bind, numbers: tuple[int, ...], codec: str) -> str | None:
+    """Why a Bind whose parameters *numbers* (1-based) set client_encoding is refused
+    (``encodings.refusal`` of the value, decoded in *codec*), else None.
+
+    *numbers* are of every definition of the statement the Bind may run (which one is
+    known only when PostgreSQL answers), so a value that names no encoding is let
+    through: PostgreSQL rejects it if it does set client_encoding (and the session's
+    backstop stands behind a name PostgreSQL would know and pgguard not). A NULL resets
+    the setting to the login's value, which was checked; a missing one fails upstream.
+    """
+    for n in numbers:
+        if not 0 < n <= len(msg.params) or msg.params[n - 1] is None:
+            continue
+        value = msg.params[n - 1].decode(codec, "surrogateescape")
+        if encodings.normalize(value) is not None and (why := encodings.refusal(value)):
+            return why
+    return None
