@@ -54,12 +54,6 @@ SWALLOWERS = {enc: swallower(py) for enc, py in CODECS.items()}
 #: Client encodings whose second bytes overlap ASCII: refused.
 UNSAFE = (*SWALLOWERS, "JOHAB", "UHC")
 
-XFAIL_UNSAFE = pytest.mark.xfail(
-    strict=True, reason="issue 11 class 1: encodings that are not ASCII-safe are accepted "
-                        "and statement text is decoded as UTF-8")
-XFAIL_LATIN = pytest.mark.xfail(
-    strict=True, reason="issue 11 class 1: statement text is decoded as UTF-8 whatever "
-                        "client_encoding says (non-UTF-8 text is refused as unparseable)")
 
 
 def _hidden_delete(ch: str, mode: str, quote: str = "E'") -> str:
@@ -87,7 +81,6 @@ def _open(client_factory, who, **conninfo):
 # --- refused at startup and on SET ---------------------------------------------------------
 
 
-@XFAIL_UNSAFE
 @pytest.mark.parametrize("via", ["client_encoding", "options"])
 @pytest.mark.parametrize("enc", UNSAFE)
 def test_startup_with_an_unsafe_encoding_is_refused(attack_gw, tokens, enc, via):
@@ -171,8 +164,8 @@ def _attack(client_factory, attack_db, who, enc, channel, sql, mode, before):
 
 
 @pytest.mark.parametrize("mode", MODES)
-# SET is refused by the policy; startup is the session's part (still to do).
-@pytest.mark.parametrize("channel", [pytest.param("startup", marks=XFAIL_UNSAFE), "set"])
+# SET is refused by the policy, a startup client_encoding by the session.
+@pytest.mark.parametrize("channel", ["startup", "set"])
 @pytest.mark.parametrize("enc", SWALLOWERS)
 def test_read_only_grant_cannot_delete_through_a_swallowed_backslash(
         client_factory, attack_db, enc, channel, mode):
@@ -198,7 +191,6 @@ def _comment(attack_db) -> str | None:
     return attack_db.value("SELECT obj_description('victims'::regclass, 'pg_class')")
 
 
-@XFAIL_UNSAFE
 @pytest.mark.parametrize("enc", ["SJIS", "GBK"])
 def test_ddl_deny_grant_cannot_comment_through_a_swallowed_backslash(
         client_factory, attack_db, enc):
@@ -213,7 +205,6 @@ def test_ddl_deny_grant_cannot_comment_through_a_swallowed_backslash(
         attack_db.execute("COMMENT ON TABLE victims IS NULL")
 
 
-@XFAIL_UNSAFE
 @pytest.mark.parametrize("enc", ["BIG5", "GB18030"])
 def test_ddl_review_grant_cannot_truncate_without_approval(client_factory, attack_db, enc):
     before = _victims(attack_db)
@@ -236,12 +227,10 @@ def test_the_same_bytes_in_utf8_are_refused_as_the_write_they_are(reader, attack
 
 TEXTS = {"LATIN9": "café crème à 5 € - œuvre", "EUC_JP": "日本語のテキスト、カタカナ",
          "LATIN1": "naïve façade ÿ", "WIN1252": "smart ‘quotes’ € …"}
-# All fail today: the gateway cannot parse text that is not UTF-8.
-TEXTS_MARKS = dict.fromkeys(TEXTS, XFAIL_LATIN)
 
 
 def _enc_params():
-    return [pytest.param(e, marks=TEXTS_MARKS.get(e, ())) for e in TEXTS]
+    return list(TEXTS)
 
 
 @pytest.mark.parametrize("mode", MODES)
