@@ -20,14 +20,11 @@ from ..sql.nodes import names as _names
 from ..sql.nodes import node as _node
 from ..sql.parse import parse
 from .catalog import SYSTEM_SCHEMAS, Catalog, Relation
+from .functions import Kind, is_traced, kind_of, refusal
 from .plan import (
     CLEAN,
-    CLEAN_AGGREGATES,
-    CONFIG_FUNCTIONS,
     DDL_NODES,
     MAX_VIEW_DEPTH,
-    OPAQUE_FUNCTIONS,
-    SINK_FUNCTIONS,
     SRF_COLUMNS,
     VALUE_CARRYING_SYSTEM_RELATIONS,
     CopyOptions,
@@ -657,22 +654,14 @@ class Planner:
                 self._predicate(self._expr(body[key], scope, ctes))
         if body.get("over"):
             self._predicate(self._generic(body["over"], scope, ctes))
-        builtin = schema in (None, "pg_catalog")
-        if fname in SINK_FUNCTIONS and builtin and (
-                any(self.rules.match(*o) for o in args.origins)
-                # a setting is read back in clear by current_setting(): an argument of
-                # unknown origin may be masked data
-                or (fname == "set_config" and args.opaque and self.rules)):
-            raise Refused(f"{fname}() would carry masked data out of the result")
-        if self.catalog.is_user_function(fname, schema) or (
-                fname in OPAQUE_FUNCTIONS and builtin):
+        kind = kind_of(fname, schema, self.catalog.is_user_function(fname, schema))
+        refused = refusal(kind, fname, args, self.rules)
+        if refused:
+            raise Refused(refused)
+        if not is_traced(kind):
             self.found.opaque_calls = True
             return Lin(mixed=args.origins, opaque=f"function {fname} cannot be traced")
-        if fname in CONFIG_FUNCTIONS and builtin and len(body.get("args", [])) in (1, 2):
-            # derived from the arguments only: clear for literal names, masked like the
-            # arguments otherwise
-            return args.derived()
-        if fname in CLEAN_AGGREGATES and schema in (None, "pg_catalog"):
+        if kind is Kind.CLEAN:
             return CLEAN
         return args.derived()
 
