@@ -267,6 +267,32 @@ REVIEWED_PURE = _names("""
     currval lastval pg_sequence_last_value lo_tell lo_tell64
 """)
 
+# Reviewed VOLATILE builtins that take arguments and do not store them (every other
+# volatile builtin with arguments is a sink; the test checks it against pg_proc).
+VOLATILE_NOT_STORING = _names("""
+    random random_normal array_sample array_shuffle uuidv7 currval pg_sequence_last_value
+    lo_tell lo_tell64 lo_get loread pg_get_sequence_data
+    pg_database_size pg_indexes_size pg_relation_size pg_table_size pg_tablespace_size
+    pg_total_relation_size pg_partition_ancestors pg_partition_tree
+    pg_collation_actual_version pg_database_collation_actual_version
+    pg_read_file pg_read_file_old pg_read_binary_file pg_stat_file pg_ls_dir pg_ls_tmpdir
+    pg_ls_replslotdir pg_current_logfile pg_wal_summary_contents pg_backup_stop
+    pg_blocking_pids pg_safe_snapshot_blocking_pids pg_isolation_test_session_is_blocked
+    pg_get_multixact_members pg_xact_commit_timestamp pg_xact_commit_timestamp_origin
+    pg_xact_status txid_status pg_replication_origin_progress
+    pg_replication_origin_session_progress pg_stat_have_stats pg_stat_get_backend_io
+    pg_stat_get_backend_wal pg_stat_get_xact_blocks_fetched pg_stat_get_xact_blocks_hit
+    pg_stat_get_xact_function_calls pg_stat_get_xact_function_self_time
+    pg_stat_get_xact_function_total_time pg_stat_get_xact_numscans
+    pg_stat_get_xact_tuples_deleted pg_stat_get_xact_tuples_fetched
+    pg_stat_get_xact_tuples_hot_updated pg_stat_get_xact_tuples_inserted
+    pg_stat_get_xact_tuples_newpage_updated pg_stat_get_xact_tuples_returned
+    pg_stat_get_xact_tuples_updated
+    amvalidate bernoulli system currtid2 dsnowball_init dsnowball_lexize plpgsql_validator
+    plpgsql_inline_handler brinhandler bthandler ginhandler gisthandler hashhandler
+    spghandler heap_tableam_handler
+""")
+
 PURE_FUNCTIONS = (IMMUTABLE_BUILTINS | REVIEWED_PURE) - OPAQUE_FUNCTIONS - SINK_FUNCTIONS
 
 
