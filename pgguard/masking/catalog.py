@@ -17,7 +17,8 @@ SYSTEM_SCHEMAS = frozenset({"pg_catalog", "information_schema"})
 
 # One statement, one result set of six text columns, so the gateway can run it with a
 # simple Query and collect text-format DataRows. Kinds: r relation, a column, f user
-# function, t user type, s search_path entry.
+# function, t user type, s search_path entry, o user operator, y name of a user type or of
+# a type a user function casts to.
 CATALOG_QUERY = """\
 SELECT 'r', c.oid::text, n.nspname::text, c.relname::text, c.relkind::text,
        CASE WHEN c.relkind IN ('v', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
@@ -40,6 +41,18 @@ SELECT 't', t.oid::text, t.typcategory::text, t.typtype::text, t.typelem::text,
        t.typbasetype::text
   FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
  WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+UNION ALL
+SELECT DISTINCT 'o', NULL, n.nspname::text, o.oprname::text, NULL, NULL
+  FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace
+ WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+UNION ALL
+SELECT DISTINCT 'y', NULL, n.nspname::text, t.typname::text, NULL, NULL
+  FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+ WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+    OR t.oid IN (SELECT c.casttarget FROM pg_catalog.pg_cast c
+                   JOIN pg_catalog.pg_proc p ON p.oid = c.castfunc
+                   JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace
+                  WHERE pn.nspname NOT IN ('pg_catalog', 'information_schema'))
 UNION ALL
 SELECT 's', s.ord::text, s.nsp::text, NULL, NULL, NULL
   FROM unnest(pg_catalog.current_schemas(true)) WITH ORDINALITY AS s(nsp, ord)
@@ -81,6 +94,13 @@ class Catalog(Protocol):
     def type_info(self, oid: int) -> tuple[str, str, int, int] | None:
         """(category, typtype, element oid, base oid) of a user-defined type, or None."""
 
+    def is_user_operator(self, name: str, schema: str | None) -> bool:
+        """True when a user-defined operator may answer to this name."""
+
+    def is_user_type(self, name: str, schema: str | None) -> bool:
+        """True when a cast to this type name may run user code (a user-defined type or
+        domain, or a type a user function casts to)."""
+
 
 class SqlCatalog:
     """A :class:`Catalog` built from the rows of :data:`CATALOG_QUERY`.
@@ -90,12 +110,17 @@ class SqlCatalog:
         user_functions: (schema, name) of every function outside the system schemas.
         types: user type oid -> (category, typtype, element oid, base oid).
         search_path: effective search path (``current_schemas(true)``).
+        user_operators: (schema, name) of every operator outside the system schemas.
+        user_types: (schema, name) of every type outside the system schemas, and of every
+            type a user function casts to.
     """
 
     def __init__(self, relations: Iterable[Relation],
                  user_functions: Iterable[tuple[str, str]] = (),
                  types: dict[int, tuple[str, str, int, int]] | None = None,
-                 search_path: Sequence[str] = ("pg_catalog", "public")):
+                 search_path: Sequence[str] = ("pg_catalog", "public"),
+                 user_operators: Iterable[tuple[str, str]] = (),
+                 user_types: Iterable[tuple[str, str]] = ()):
         self.relations = {r.oid: r for r in relations}
         self.search_path = tuple(search_path)
         self._by_name: dict[str, list[Relation]] = {}
@@ -109,6 +134,8 @@ class SqlCatalog:
         self.user_functions = {name for _, name in user_functions}
         self._user_functions_q = set(user_functions)
         self.types = dict(types or {})
+        self.user_operators = {name for _, name in user_operators}
+        self.user_types = frozenset(user_types)
         self.identifiers = frozenset(
             {r.name for r in self.relations.values()}
             | {c for r in self.relations.values() for _, c, _ in r.columns}
@@ -130,6 +157,8 @@ class SqlCatalog:
         funcs: list[tuple[str, str]] = []
         types: dict[int, tuple[str, str, int, int]] = {}
         path: list[tuple[int, str]] = []
+        ops: list[tuple[str, str]] = []
+        tnames: list[tuple[str, str]] = []
         for kind, a, b, c, d, e in rows:
             if kind == "r":
                 rels[int(a)] = {"schema": b, "name": c, "kind": d, "definition": e}
@@ -141,12 +170,16 @@ class SqlCatalog:
                 types[int(a)] = (b, c, int(d), int(e))
             elif kind == "s":
                 path.append((int(a), b))
+            elif kind == "o":
+                ops.append((b, c))
+            elif kind == "y":
+                tnames.append((b, c))
         relations = []
         for oid, r in rels.items():
             columns = tuple(sorted(cols.get(oid, ())))
             relations.append(Relation(oid, r["schema"], r["name"], r["kind"], columns,
                                       r["definition"]))
-        return cls(relations, funcs, types, [s for _, s in sorted(path)])
+        return cls(relations, funcs, types, [s for _, s in sorted(path)], ops, tnames)
 
     def relation_by_oid(self, oid: int) -> Relation | None:
         return self.relations.get(oid)
@@ -164,3 +197,13 @@ class SqlCatalog:
 
     def type_info(self, oid: int) -> tuple[str, str, int, int] | None:
         return self.types.get(oid)
+
+    def is_user_operator(self, name: str, schema: str | None) -> bool:
+        if schema is not None:
+            return schema not in SYSTEM_SCHEMAS
+        return name in self.user_operators
+
+    def is_user_type(self, name: str, schema: str | None) -> bool:
+        if schema is not None:
+            return (schema, name) in self.user_types or schema not in SYSTEM_SCHEMAS
+        return any(n == name for _, n in self.user_types)

@@ -32,6 +32,8 @@ import enum
 from collections.abc import Set
 from typing import Protocol
 
+from ..sql.nodes import names as _node_names
+from .catalog import Catalog
 from .immutable_builtins import IMMUTABLE_BUILTINS
 from .rules import RuleSet
 
@@ -331,7 +333,8 @@ def is_traced(kind: Kind) -> bool:
 
 
 def refusal(kind: Kind, name: str, args: Lineage, rules: RuleSet) -> str | None:
-    """Why a call of *name* of kind *kind* with arguments of lineage *args* is refused.
+    """Why a call of *name* (``f()``, ``operator ###``) of kind *kind* with arguments of
+    lineage *args* is refused.
 
     A sink, or a function that may be one (``UNKNOWN``), must not receive masked data; an
     argument of unproven origin may be masked data (or another session's), so it is
@@ -342,12 +345,61 @@ def refusal(kind: Kind, name: str, args: Lineage, rules: RuleSet) -> str | None:
     """
     if kind not in (Kind.SINK, Kind.OPAQUE_SINK, Kind.UNKNOWN):
         return None
-    verb = "may" if kind is Kind.UNKNOWN else "would"
+    verb = "may store" if kind is Kind.UNKNOWN else "would store or signal"
     masked = sorted(o for o in args.origins if rules.match(*o))
     if masked:
-        return (f"{name}() {verb} store masked column {'.'.join(masked[0])} where it is "
+        return (f"{name} {verb} masked column {'.'.join(masked[0])} where it is "
                 f"read in clear")
     if args.opaque and rules:
-        return (f"{name}() {verb} store data of unproven origin ({args.opaque}) where it "
+        return (f"{name} {verb} data of unproven origin ({args.opaque}) where it "
                 f"is read in clear")
+    return None
+
+
+# A_Expr kinds whose operators are >= and <= (the node names BETWEEN).
+_BETWEEN = frozenset({"AEXPR_BETWEEN", "AEXPR_NOT_BETWEEN", "AEXPR_BETWEEN_SYM",
+                      "AEXPR_NOT_BETWEEN_SYM"})
+
+
+def _qualified(parts: list[str]) -> tuple[str | None, str]:
+    return (parts[-2] if len(parts) > 1 else None), parts[-1]
+
+
+def hidden_user_code(kind: str, body: dict, catalog: Catalog) -> str | None:
+    """The user code an expression node runs with no function name in sight, or None.
+
+    An operator (``a ### b``, ``x IN (…)``, ``BETWEEN``, ``CASE x WHEN``, ``= ANY (…)``) may
+    be a user-defined one when an operator of that name exists outside ``pg_catalog``;
+    a cast may run user code when its target is a user-defined type or domain (domain
+    checks, input functions) or a type a user function casts to. The catalog, not the
+    text, says which names users defined.
+
+    Args:
+        kind: the node type (``A_Expr``, ``TypeCast``, ``CaseExpr``, ``SubLink``, …).
+        body: the node's fields.
+        catalog: the database catalog.
+
+    Returns:
+        What runs (``operator ###``, ``cast to mydomain``), for messages, or None.
+    """
+    ops: list[tuple[str | None, str]] = []
+    if kind == "A_Expr":
+        schema, op = _qualified(_node_names(body.get("name", [])) or ["?"])
+        if body.get("kind") in _BETWEEN:
+            ops = [(schema, ">="), (schema, "<=")]
+        else:
+            ops = [(schema, op)]
+    elif kind == "SubLink" and body.get("operName"):
+        ops = [_qualified(_node_names(body["operName"]))]
+    elif kind == "CaseExpr" and body.get("arg"):
+        ops = [(None, "=")]
+    elif kind == "TypeCast":
+        parts = _node_names((body.get("typeName") or {}).get("names", []))
+        if parts:
+            schema, tname = _qualified(parts)
+            if catalog.is_user_type(tname, schema):
+                return f"cast to {tname}"
+    for schema, op in ops:
+        if catalog.is_user_operator(op, schema):
+            return f"operator {op}"
     return None

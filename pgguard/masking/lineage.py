@@ -20,7 +20,7 @@ from ..sql.nodes import names as _names
 from ..sql.nodes import node as _node
 from ..sql.parse import parse
 from .catalog import SYSTEM_SCHEMAS, Catalog, Relation
-from .functions import Kind, is_traced, kind_of, refusal
+from .functions import Kind, hidden_user_code, is_traced, kind_of, refusal
 from .plan import (
     CLEAN,
     DDL_NODES,
@@ -603,6 +603,16 @@ class Planner:
             return CLEAN
         if kind == "ColumnRef":
             return self._column(_names(body.get("fields", [])), scope)
+        code = hidden_user_code(kind, body, self.catalog)
+        if code is not None:
+            # An operator or cast of the user's: user code, like a user function.
+            lin = (self._sublink(body, scope, ctes) if kind == "SubLink"
+                   else self._generic(body, scope, ctes))
+            refused = refusal(Kind.UNKNOWN, code, lin, self.rules)
+            if refused:
+                raise Refused(refused)
+            self.found.opaque_calls = True
+            return Lin(mixed=lin.origins, opaque=f"{code} runs user code")
         if kind == "CollateClause":
             return self._expr(body.get("arg"), scope, ctes)
         if kind == "FuncCall":
@@ -655,7 +665,7 @@ class Planner:
         if body.get("over"):
             self._predicate(self._generic(body["over"], scope, ctes))
         kind = kind_of(fname, schema, self.catalog.is_user_function(fname, schema))
-        refused = refusal(kind, fname, args, self.rules)
+        refused = refusal(kind, f"{fname}()", args, self.rules)
         if refused:
             raise Refused(refused)
         if not is_traced(kind):
