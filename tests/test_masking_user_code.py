@@ -31,6 +31,9 @@ CREATE FUNCTION unbox(boxed) RETURNS text LANGUAGE sql AS 'SELECT leak($1.v)';
 CREATE CAST (boxed AS text) WITH FUNCTION unbox(boxed);
 CREATE FUNCTION agg_step(s text, v text) RETURNS text LANGUAGE sql AS 'SELECT leak(v)';
 CREATE AGGREGATE grab(text) (sfunc = agg_step, stype = text);
+CREATE VIEW leaky AS SELECT id, leak(ssn) AS x FROM users;
+CREATE VIEW leaky_op AS SELECT id, ### email AS x FROM users;
+CREATE VIEW over_leaky AS SELECT id FROM leaky;
 """
 
 
@@ -91,6 +94,11 @@ def test_catalog_knows_user_operators_and_types(catalog):
     "SELECT x FROM (SELECT ### ssn AS x FROM users) s",
     "SELECT leak(ssn) FROM users",
     "SELECT public.leak(email) FROM users",
+    # a view runs its code when it is read
+    "SELECT x FROM leaky",
+    "SELECT id FROM leaky",
+    "SELECT * FROM leaky_op",
+    "SELECT id FROM over_leaky",
     "UPDATE notes SET body = ### body WHERE user_id IN (SELECT id FROM users "
     "WHERE ### ssn = 'a')",
 ])

@@ -493,8 +493,10 @@ class Planner:
                     allv = res.all().derived()
                     lins = [allv] * len(names)
                 cols = list(zip(names, lins, strict=True))
-            except Refused:
-                cols = [(n, unproven(f"view {rel.name} cannot be expanded")) for n in names]
+            except Refused as exc:
+                # The view's code runs when it is read: what it would do with masked data
+                # (a sink, user code) refuses the statement that reads it.
+                raise Refused(f"view {rel.name}: {exc.reason}") from None
             except Exception:
                 cols = [(n, unproven(f"view {rel.name} cannot be parsed")) for n in names]
         finally:
