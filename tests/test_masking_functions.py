@@ -30,6 +30,11 @@ from pgguard.masking.functions import (
 )
 from pgguard.masking.plan import CLEAN_AGGREGATES, OPAQUE_FUNCTIONS, Lin
 from pgguard.masking.rules import RuleSet
+from pgguard.masking.system_relations import (
+    CLEAN_SYSTEM_RELATIONS,
+    VALUE_CARRYING,
+    holds_untraced_values,
+)
 
 # Functions of pg_catalog, with what the checks need.
 PROCS = """
@@ -50,6 +55,15 @@ TEXTUAL = PROCS + """
 """
 
 
+# System relations.
+RELATIONS = """
+SELECT n.nspname::text, c.relname::text
+  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ WHERE n.nspname IN ('pg_catalog', 'information_schema')
+   AND c.relkind IN ('r', 'v', 'm', 'f', 'p')
+"""
+
+
 def _other_bindir() -> str | None:
     if os.environ.get("PG_BINDIR_OTHER"):
         return os.environ["PG_BINDIR_OTHER"]
@@ -63,10 +77,11 @@ def _other_bindir() -> str | None:
 
 @pytest.fixture(scope="module", params=["session", "other"])
 def server_procs(request, pg) -> list[tuple]:
-    """The rows of PROCS and TEXTUAL of the session's server, then of the other version."""
+    """The rows of PROCS, TEXTUAL and RELATIONS of the session's server, then of the other version."""
     if request.param == "session":
         with psycopg.connect(pg.dsn(), autocommit=True) as conn:
-            yield conn.execute(PROCS).fetchall(), conn.execute(TEXTUAL).fetchall()
+            yield (conn.execute(PROCS).fetchall(), conn.execute(TEXTUAL).fetchall(),
+                   conn.execute(RELATIONS).fetchall())
         return
     bindir = _other_bindir()
     if bindir is None or os.path.realpath(bindir) == os.path.realpath(pg.bindir):
@@ -77,34 +92,35 @@ def server_procs(request, pg) -> list[tuple]:
         other = create_cluster()
     try:
         with psycopg.connect(other.dsn(), autocommit=True) as conn:
-            yield conn.execute(PROCS).fetchall(), conn.execute(TEXTUAL).fetchall()
+            yield (conn.execute(PROCS).fetchall(), conn.execute(TEXTUAL).fetchall(),
+                   conn.execute(RELATIONS).fetchall())
     finally:
         other.stop()
         shutil.rmtree(os.path.dirname(other.datadir), ignore_errors=True)
 
 
 def test_every_builtin_returning_text_is_classified(server_procs):
-    _, textual = server_procs
+    textual = server_procs[1]
     assert len(textual) > 400
     unknown = sorted({name for name, *_ in textual if builtin_kind(name) is Kind.UNKNOWN})
     assert not unknown, f"builtins the masking planner does not classify: {unknown}"
 
 
 def test_every_builtin_is_classified(server_procs):
-    procs, _ = server_procs
+    procs = server_procs[0]
     unknown = sorted({name for name, *_ in procs if builtin_kind(name) is Kind.UNKNOWN})
     assert not unknown, f"builtins the masking planner does not classify: {unknown}"
 
 
 def test_names_listed_as_immutable_are_immutable(server_procs):
-    procs, _ = server_procs
+    procs = server_procs[0]
     wrong = sorted({name for name, vol, *_ in procs
                     if name in IMMUTABLE_BUILTINS and vol != "i"})
     assert not wrong, f"listed as immutable, not immutable here: {wrong}"
 
 
 def test_volatile_builtins_with_arguments_are_sinks_or_reviewed(server_procs):
-    procs, _ = server_procs
+    procs = server_procs[0]
     unreviewed = sorted({
         name for name, vol, nargs, *_ in procs
         if vol == "v" and nargs > 0 and name not in VOLATILE_NOT_STORING
@@ -113,7 +129,7 @@ def test_volatile_builtins_with_arguments_are_sinks_or_reviewed(server_procs):
 
 
 def test_other_sessions_state_is_opaque(server_procs):
-    procs, _ = server_procs
+    procs = server_procs[0]
     stat = {name for name, *_ in procs if name.startswith("pg_stat_get_")}
     assert "pg_stat_get_backend_activity" in stat
     assert all(builtin_kind(n) is Kind.OPAQUE for n in stat)
@@ -166,3 +182,18 @@ def test_refusal_names_the_masked_column(rules):
         assert "unproven" in refusal(kind, "f", Lin(opaque="x"), rules)
     for kind in (Kind.PURE, Kind.CONFIG, Kind.CLEAN, Kind.OPAQUE):
         assert refusal(kind, "f", masked, rules) is None
+
+
+# --- system relations ---------------------------------------------------------------------
+
+def test_every_system_relation_is_classified(server_procs):
+    relations = server_procs[2]
+    assert len(relations) > 150
+    unreviewed = sorted(f"{s}.{n}" for s, n in relations
+                        if n not in CLEAN_SYSTEM_RELATIONS and n not in VALUE_CARRYING)
+    assert not unreviewed, f"system relations the masking planner does not classify: " \
+                           f"{unreviewed}"
+    for name in ("pg_stat_activity", "pg_locks", "pg_stat_replication", "pg_sequences",
+                 "pg_file_settings", "pg_prepared_xacts", "pg_replication_slots"):
+        assert holds_untraced_values(name), name
+    assert not holds_untraced_values("pg_class")

@@ -26,7 +26,6 @@ from .plan import (
     DDL_NODES,
     MAX_VIEW_DEPTH,
     SRF_COLUMNS,
-    VALUE_CARRYING_SYSTEM_RELATIONS,
     CopyOptions,
     Ctes,
     Findings,
@@ -51,6 +50,7 @@ from .plan import (
     unproven,
 )
 from .rules import Mask, RuleSet
+from .system_relations import holds_untraced_values
 
 # Re-exported for the importers of pgguard.masking.lineage.
 __all__ = ["CopyOptions", "Lin", "MaskPlan", "OutputColumn", "Planner", "Refusal"]
@@ -458,8 +458,8 @@ class Planner:
 
     def _relation_column(self, rel: Relation, cname: str) -> Lin:
         if rel.schema in SYSTEM_SCHEMAS:
-            if rel.name in VALUE_CARRYING_SYSTEM_RELATIONS:
-                return unproven(f"{rel.schema}.{rel.name} holds copies of values")
+            if holds_untraced_values(rel.name):
+                return unproven(f"{rel.schema}.{rel.name} holds values that cannot be traced")
             return CLEAN
         own = Lin(frozenset({(rel.schema, rel.name, cname)}))
         if not rel.is_view:
