@@ -11,12 +11,13 @@ from . import __version__
 from .errors import ConfigError
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+def _setup_logging(level: str | None, fmt: str | None = None, cfg=None) -> None:
+    """Logs to stderr, one event per line (:mod:`pgguard.logs`); the command line's
+    ``--log-level``/``--log-format`` win over the configuration's ``[log]``."""
+    from . import logs
+    level = level or (cfg.log.level if cfg is not None else "info")
+    fmt = fmt or (cfg.log.format if cfg is not None else "text")
+    logs.setup(level, fmt)
 
 
 def _load_config(path: str):
@@ -29,9 +30,18 @@ def _load_config(path: str):
         return None
 
 
+def _preflight(cfg) -> bool:
+    """True when the machine can run *cfg*; else every problem is printed, one a line."""
+    from .preflight import check
+    problems = check(cfg)
+    for problem in problems:
+        print(f"{problem} (in {cfg.path})" if cfg.path else problem, file=sys.stderr)
+    return not problems
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = _load_config(args.file)
-    if cfg is None:
+    if cfg is None or not _preflight(cfg):
         return 1
     print(f"{args.file}: OK ({len(cfg.connections)} connection(s), listening on "
           f"{cfg.listen.host}:{cfg.listen.port})")
@@ -40,9 +50,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     cfg = _load_config(args.config)
-    if cfg is None:
+    # Everything that can be checked is checked before anything listens (workers too).
+    if cfg is None or not _preflight(cfg):
         return 1
-    _setup_logging(args.log_level)
+    _setup_logging(args.log_level, args.log_format, cfg)
     if args.workers and args.workers > 1:
         return _serve_workers(args, cfg)
     return serve_config(cfg)
@@ -54,12 +65,10 @@ def serve_config(cfg) -> int:
 
     import trio
 
-    from .net.listener import Gateway
-    from .runtime import attach_components
+    from .app import build_gateway
 
     async def main() -> None:
-        gateway = Gateway(cfg)
-        attach_components(gateway)
+        gateway = build_gateway(cfg)
         async with trio.open_nursery() as nursery:
             # SIGINT/SIGTERM end the gateway cleanly: sessions are closed, leases revoked,
             # the session log sealed (Gateway.serve's cleanup).
@@ -90,8 +99,11 @@ def _serve_workers(args, cfg) -> int:
     import signal
     import subprocess
     env = dict(os.environ, PGGUARD_REUSE_PORT="1")
-    procs = [subprocess.Popen([sys.executable, "-m", "pgguard", "serve", "--config",
-                               args.config, "--log-level", args.log_level],
+    argv = [sys.executable, "-m", "pgguard", "serve", "--config", args.config]
+    for flag, value in (("--log-level", args.log_level), ("--log-format", args.log_format)):
+        if value:
+            argv += [flag, value]
+    procs = [subprocess.Popen(argv,
                               env=dict(env, PGGUARD_WORKER=str(i)))
              for i in range(args.workers)]
 
@@ -110,8 +122,14 @@ def _serve_workers(args, cfg) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
-    _setup_logging(args.log_level)
+    _setup_logging(args.log_level, args.log_format)
     return run_demo(args)
+
+
+def _add_log_format(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-format", choices=("text", "json"),
+                   default=os.environ.get("PGGUARD_LOG_FORMAT"),
+                   help="log lines as logfmt text or JSON (default: [log] format, else text)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,7 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the gateway")
     p.add_argument("--config", required=True, help="TOML configuration file")
     p.add_argument("--workers", type=int, default=1, help="worker processes (SO_REUSEPORT)")
-    p.add_argument("--log-level", default=os.environ.get("PGGUARD_LOG_LEVEL", "info"))
+    p.add_argument("--log-level", default=os.environ.get("PGGUARD_LOG_LEVEL"),
+                   help="debug, info, warning, error (default: [log] level, else info)")
+    _add_log_format(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("check-config", help="validate a configuration file")
@@ -133,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run the gateway on an embedded default setup")
     p.add_argument("--port", type=int, default=6432)
     p.add_argument("--log-level", default="warning")
+    _add_log_format(p)
     p.add_argument("--seconds", type=float, default=None,
                    help="stop after this many seconds (default: until Ctrl-C)")
     p.set_defaults(func=cmd_demo)

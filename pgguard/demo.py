@@ -401,14 +401,12 @@ async def serve(cfg: Any, seconds: float | None, on_ready: Callable[[int], None]
     """
     import trio
 
-    from .net.listener import Gateway
-    from .runtime import attach_components
+    from .app import build_gateway
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         if stop_requested():
             return
-        gateway = Gateway(cfg)
-        attach_components(gateway)
+        gateway = build_gateway(cfg)
         async with trio.open_nursery() as nursery:
             port = await nursery.start(gateway.serve)
             on_ready(port)

@@ -4,4 +4,7 @@ pytest_plugins = [
     "harness.pg_fixtures",
     "harness.bao_fixtures",
     "harness.gateway_fixtures",
+    "harness.attack",
+    "harness.leftovers",
+    "harness.logcheck",
 ]

@@ -8,6 +8,7 @@ import ssl
 import struct
 
 from pgguard.wire import codec
+from pgguard.wire.framer import NEED_DATA, Framer
 from pgguard.wire.messages import (
     PROTOCOL_3_0,
     Authentication,
@@ -16,7 +17,6 @@ from pgguard.wire.messages import (
     ReadyForQuery,
     StartupMessage,
 )
-from pgguard.wire.parser import NEED_DATA, Framer
 
 
 class RawClient:

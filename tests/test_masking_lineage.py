@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 from test_masking_fixtures import CFG, load_catalog, make_pii_db
 
-from pgguard.masking import MaskPlan, Refusal, SessionMasking
+from pgguard.masking import MaskPlan, Refusal, SessionMasking, rebind
 
 R = "REFUSE"
 
@@ -175,14 +175,18 @@ def test_cursor_and_prepared_statement_carry_plans(session):
     plans = session.plan("DECLARE c CURSOR FOR SELECT id, email FROM users; FETCH 2 FROM c")
     assert [p.kind for p in plans] == ["declare", "fetch"]
     assert strategies(plans[1]) == [None, "hash"]
-    assert strategies(session.plan_result("FETCH NEXT FROM c")) == [None, "hash"]
-    session.plan("CLOSE c")
-    after = session.plan_result("FETCH 1 FROM c")
+    # Across messages the gateway resolves names once PostgreSQL confirmed them
+    # (wire/exchange.py) and applies the plan it kept with rebind().
+    declare = plans[0]
+    assert strategies(rebind(session.plan_result("FETCH NEXT FROM c"), declare)) == [
+        None, "hash"]
+    after = rebind(session.plan_result("FETCH 1 FROM c"), None)   # after CLOSE c
     assert after.columns is None and after.fallback.strategy == "redact"
-    session.plan("PREPARE p (int) AS SELECT ssn FROM users WHERE id = $1")
-    assert strategies(session.plan_result("EXECUTE p(1)")) == ["partial"]
-    session.plan("DEALLOCATE ALL")
-    assert session.plan_result("EXECUTE p(1)").columns is None
+    prepare = session.plan_result("PREPARE p (int) AS SELECT ssn FROM users WHERE id = $1")
+    assert strategies(rebind(session.plan_result("EXECUTE p(1)"), prepare)) == ["partial"]
+    assert strategies(session.plan("PREPARE q AS SELECT ssn FROM users; EXECUTE q")[1]) == [
+        "partial"]
+    assert rebind(session.plan_result("EXECUTE p(1)"), None).columns is None
 
 
 def test_copy_options_parsed(session):

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from pgguard.errors import ProtocolViolation
 from pgguard.wire import codec
+from pgguard.wire.framer import NEED_DATA, Framer, StartupFramer
 from pgguard.wire.messages import (
     Bind,
     CancelRequest,
@@ -32,7 +33,6 @@ from pgguard.wire.messages import (
     Sync,
     Terminate,
 )
-from pgguard.wire.parser import NEED_DATA, Framer, StartupFramer
 
 text = st.text(st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)),
                max_size=40)
@@ -190,3 +190,26 @@ def test_frames_point_at_the_original_bytes():
     framer.feed(data)
     kind, start, end = framer.next_frame()
     assert kind == b"Q" and bytes(framer.buf[start:end]) == codec.query("SELECT 1")
+
+
+def test_message_kind_names_match_the_encoders():
+    from pgguard.wire import messages as m
+
+    assert codec.query("x")[0] == m.QUERY
+    assert codec.parse("", "x")[0] == m.PARSE
+    assert codec.sync()[0] == m.SYNC
+    assert codec.describe("P", "")[0] == m.DESCRIBE
+    assert codec.ready_for_query("I")[0] == m.READY_FOR_QUERY
+    assert codec.command_complete("SELECT 1")[0] == m.COMMAND_COMPLETE
+    assert codec.data_row([b"1"])[0] == m.DATA_ROW
+    assert codec.error_response("ERROR", "XX000", "x")[0] == m.ERROR_RESPONSE
+
+
+def test_bind_names_reads_only_the_names():
+    data = codec.bind("portal", "stmt", [b"secret"], (0,), (1,))
+    framer = Framer()
+    framer.feed(data)
+    _, start, end = framer.next_frame()
+    assert framer.decode_bind_names(start, end) == Bind("portal", "stmt", (), (), ())
+    with pytest.raises(ProtocolViolation):
+        framer.decode_bind_names(0, 8)   # no terminator inside the message

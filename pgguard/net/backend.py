@@ -12,6 +12,7 @@ from ..config import ConnectionConfig
 from ..errors import ConnectionFailure, GatewayError
 from ..wire import codec
 from ..wire.auth import CLEARTEXT, UpstreamAuth
+from ..wire.framer import NEED_DATA, Framer
 from ..wire.messages import (
     PROTOCOL_3_0,
     Authentication,
@@ -25,7 +26,6 @@ from ..wire.messages import (
     SSLRequest,
     StartupMessage,
 )
-from ..wire.parser import NEED_DATA, Framer
 
 log = logging.getLogger(__name__)
 

@@ -1,11 +1,11 @@
-"""The gateway process: accept loop, TLS context, cancel routing, session registry."""
+"""The gateway process: accept loop, TLS context, SIGHUP reload, and the dispatch of a
+connection to its client session or the admin console."""
 
 from __future__ import annotations
 
 import logging
 import os
 import signal
-import socket
 import ssl
 from typing import TYPE_CHECKING
 
@@ -15,14 +15,14 @@ from .. import config as config_mod
 from .. import policy
 from ..admin.console import run_admin_console
 from ..approvals import Approvals
-from ..credentials import build_credentials
 from ..errors import ConfigError
-from ..identity import TokenVerifier
-from .guard import Guard
+from ..masking.hub import MaskingHub
+from .services import CredentialSources, Services
 from .session import ClientSession
 
 if TYPE_CHECKING:
-    from ..identity import Identity
+    from ..approvals import Approvals
+    from ..audit import Recorder
 
 log = logging.getLogger(__name__)
 
@@ -37,36 +37,63 @@ def server_ssl_context(cfg: config_mod.Config) -> ssl.SSLContext | None:
 
 
 class Gateway:
-    """Holds what all sessions share; the config reference is swapped on SIGHUP."""
+    """The accept loop over the shared :class:`~pgguard.net.services.Services` (built by
+    ``pgguard.app``); the config reference is swapped on SIGHUP."""
 
-    def __init__(self, cfg: config_mod.Config, instance: str | None = None):
-        self.cfg = cfg
-        # Stable across restarts (approvals left pending by a previous run of this gateway
-        # are abandoned at start; the audit chain continues) and distinct per worker.
-        worker = os.environ.get("PGGUARD_WORKER")
-        self.instance = instance or f"{socket.gethostname()}-{cfg.listen.port}" + (
-            f"-w{worker}" if worker else "")
-        self.server_ssl = server_ssl_context(cfg)
-        self.verifier = TokenVerifier(cfg.identity)
-        self.credentials = build_credentials(cfg)
-        self.policies = {c.name: policy.Policy(c) for c in cfg.connections}
-        self.sessions: dict[tuple[int, int], ClientSession] = {}
-        self.all_sessions: set[ClientSession] = set()
-        self.approvals = None
-        self.recorder = None
+    def __init__(self, services: Services):
+        self.services = services
+        services.admin_console = self.run_admin
         self.port: int | None = None
         # Several worker processes share the port (pgguard serve --workers N).
         self.reuse_port = os.environ.get("PGGUARD_REUSE_PORT") == "1"
-        self._limit = trio.CapacityLimiter(cfg.listen.max_clients)
+        self._limit = trio.CapacityLimiter(services.cfg.listen.max_clients)
 
-    # --- policy -------------------------------------------------------------------
+    # What tests and the admin console read; the services hold them.
+    @property
+    def cfg(self) -> config_mod.Config:
+        return self.services.cfg
 
-    def guard_for(self, conn: config_mod.ConnectionConfig, identity: Identity,
-                  session: ClientSession) -> Guard | None:
-        pol = self.policies.get(conn.name) or policy.Policy(conn)
-        if not pol.grants_for(identity.groups):
-            return None
-        return Guard(self, conn, identity, session, pol)
+    @cfg.setter
+    def cfg(self, cfg: config_mod.Config) -> None:
+        # New sessions start with it (as after a SIGHUP reload).
+        self.services.cfg = cfg
+
+    @property
+    def instance(self) -> str:
+        return self.services.instance
+
+    @property
+    def server_ssl(self) -> ssl.SSLContext | None:
+        return self.services.server_ssl
+
+    @property
+    def credentials(self) -> CredentialSources:
+        return self.services.credentials
+
+    @property
+    def approvals(self) -> Approvals | None:
+        return self.services.approvals
+
+    @property
+    def recorder(self) -> Recorder | None:
+        return self.services.recorder
+
+    @property
+    def masking(self) -> MaskingHub | None:
+        return self.services.masking
+
+    @masking.setter
+    def masking(self, hub: MaskingHub) -> None:
+        self.services.masking = hub
+
+    @property
+    def sessions(self) -> dict:
+        """Live sessions by cancel key."""
+        return self.services.registry.by_key
+
+    @property
+    def all_sessions(self) -> set:
+        return self.services.registry.all
 
     def reload(self) -> None:
         """SIGHUP: build a new config and policies and swap the references.
@@ -83,43 +110,13 @@ class Gateway:
         except ConfigError as exc:
             log.error("event=reload_failed error=%s", exc)
             return
-        self.policies = {c.name: policy.Policy(c) for c in new.connections}
-        self.cfg = new
+        policies = {c.name: policy.Policy(c) for c in new.connections}
+        self.services.policies = policies
+        self.services.cfg = new
         for s in list(self.all_sessions):
-            if s.guard is not None and s.guard.conn.name in self.policies:
-                s.guard.policy = self.policies[s.guard.conn.name]
+            if s.guard is not None and s.guard.conn.name in policies:
+                s.guard.policy = policies[s.guard.conn.name]
         log.info("event=reloaded path=%s connections=%d", path, len(new.connections))
-
-    # --- sessions -----------------------------------------------------------------
-
-    def register(self, session: ClientSession) -> None:
-        assert session.link is not None
-        self.sessions[(session.link.process_id, session.secret_key)] = session
-
-    def unregister(self, session: ClientSession) -> None:
-        if session.link is not None:
-            self.sessions.pop((session.link.process_id, session.secret_key), None)
-        self.all_sessions.discard(session)
-
-    def open_tap(self, session: ClientSession):
-        """The recorder tap for a new session, or None when recording is off."""
-        if self.recorder is None:
-            return None
-        from .recording import SessionTap
-        return SessionTap(self.recorder, session)
-
-    async def session_ended(self, session: ClientSession) -> None:
-        log.info("event=session_end session=%s user=%s reason=%r bytes_in=%d bytes_out=%d",
-                 session.session_id, session.user, session.end_reason, session.bytes_in,
-                 session.bytes_out)
-
-    async def cancel(self, process_id: int, secret_key: int) -> None:
-        session = self.sessions.get((process_id, secret_key))
-        if session is None:
-            # Like PostgreSQL: no answer, and nothing to learn from the absence of one.
-            log.info("event=cancel_unknown_key pid=%d", process_id)
-            return
-        await session.cancel_request()
 
     async def run_admin(self, session: ClientSession) -> None:
         session.state = "admin"
@@ -135,8 +132,8 @@ class Gateway:
         except OSError:
             await trio.aclose_forcefully(stream)
             return
-        session = ClientSession(self, stream, f"{peer[0]}:{peer[1]}", local[0])
-        self.all_sessions.add(session)
+        session = ClientSession(self.services, stream, f"{peer[0]}:{peer[1]}", local[0])
+        self.services.registry.add(session)
         try:
             async with self._limit:
                 await session.run()

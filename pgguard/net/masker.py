@@ -3,13 +3,13 @@
 The domain decisions live in :mod:`pgguard.masking` (:class:`SessionMasking`); this module
 follows one session's protocol conversation to apply them:
 
-* every frontend message that gets answered (Query, Parse, Bind, Describe, Execute, Close,
-  Sync, FunctionCall) becomes an :class:`_Entry` in a FIFO, in the order it is sent
-  upstream; PostgreSQL answers in that order, so the head entry tells what a backend
-  message belongs to. After an error in an extended-protocol message PostgreSQL skips
-  everything up to Sync, and so does the FIFO;
+* the session's exchange (:mod:`pgguard.wire.exchange`) says which request each backend
+  message answers, and which statements, portals and cursors PostgreSQL confirmed; the
+  masker keeps its facts about them in their notes (key ``"masking"``): a Query's plans,
+  a statement's plan and row layout, a portal's row layout and row rewriter;
 * a simple Query's *k*-th result (counted by CommandComplete) belongs to the *k*-th plan;
-  a portal gets its statement's plan at Bind, and its row layout from its own Describe,
+  FETCH and EXECUTE take the plan of their cursor or prepared statement as PostgreSQL
+  knows it when their answer arrives; a portal has its statement's plan, its row layout from its own Describe,
   from its statement's Describe (with the Bind's result formats), or from a Describe the
   masker adds before the Execute when the client described neither;
 * DataRows of a result with nothing to mask are forwarded raw (the pumps' hot path);
@@ -25,36 +25,68 @@ from __future__ import annotations
 
 import logging
 import struct
-import time
-from collections import deque
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
-from ..config import MaskingConfig
-from ..errors import ConfigError, ConnectionFailure, PolicyDenied
-from ..masking import CATALOG_QUERY, MaskPlan, Refusal, SessionMasking, SqlCatalog
+from ..errors import ConnectionFailure, PolicyDenied
+from ..masking import (
+    CATALOG_QUERY,
+    Catalog,
+    MaskPlan,
+    Refusal,
+    SessionMasking,
+    SqlCatalog,
+    rebind,
+)
+from ..masking.hub import CATALOG_TTL_S, MaskingHub, attach_masking, hub_for, masking_configured
 from ..masking.rewrite import RowMasker, python_encoding
-from ..masking.rules import Mask, load_hash_key
+from ..masking.rules import Mask
 from ..wire import codec
+from ..wire.exchange import Effect, Exchange, Notes, Portal, Request
 from ..wire.messages import (
+    BIND,
+    COMMAND_COMPLETE,
+    COPY_DATA,
+    COPY_DONE,
+    COPY_OUT_RESPONSE,
+    DATA_ROW,
+    DESCRIBE,
+    ERROR_RESPONSE,
+    EXECUTE,
+    FUNCTION_CALL,
+    NO_DATA,
+    NOTICE_RESPONSE,
+    NOTIFICATION_RESPONSE,
+    PARAMETER_STATUS,
+    PARSE,
+    QUERY,
+    READY_FOR_QUERY,
+    ROW_DESCRIPTION,
+    SYNC,
     Bind,
     Close,
     DataRow,
     Describe,
     ErrorResponse,
     Execute,
+    Message,
     Parse,
     Query,
     ReadyForQuery,
+    RowDescription,
+    Sync,
 )
 from .backend import receive_message
 
 if TYPE_CHECKING:
     from ..config import ConnectionConfig
-    from ..wire.parser import Framer
+    from ..wire.framer import Framer
     from .backend import BackendLink
+
+__all__ = ["CATALOG_TTL_S", "FUNCTION_CALL_REFUSED", "MaskingHub", "ResultMasker",
+           "attach_masking", "fetch_catalog", "hub_for", "masking_configured"]
 
 log = logging.getLogger(__name__)
 
@@ -62,95 +94,10 @@ _I16 = struct.Struct("!h")
 _I32 = struct.Struct("!i")
 _NULL = b"\xff\xff\xff\xff"
 
-CATALOG_TTL_S = 30.0          # a new session reuses a catalog loaded this recently
 SYNC_WAIT_S = 30.0            # how long a catalog reload waits for in-flight results
 CATALOG_QUERY_TIMEOUT_S = 15.0
 
 FAIL_CLOSED = "unproven: catalog out of date"
-
-
-def masking_configured(cfg: MaskingConfig) -> bool:
-    """True when the configuration asks for masking: rules, or a ``[masking]`` section
-    with detectors (all six unless ``detectors`` says otherwise).
-
-    Without a ``[masking]`` section the default detector list stays off, so gateways
-    that mask nothing keep the raw byte path.
-    """
-    return bool(cfg.rules) or (cfg.present and bool(cfg.detectors))
-
-
-class MaskingHub:
-    """What all sessions of a gateway share for masking: the HMAC key and the catalogs.
-
-    Args:
-        cfg: the ``[masking]`` configuration.
-
-    Raises:
-        ConfigError: ``masking.hash_key_file`` cannot be read or is empty.
-    """
-
-    def __init__(self, cfg: MaskingConfig):
-        self.cfg = cfg
-        self.active = masking_configured(cfg)
-        self.key = b""
-        if self.active:
-            try:
-                self.key = load_hash_key(cfg)
-            except (OSError, ValueError) as exc:
-                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-                raise ConfigError("masking.hash_key_file",
-                                  f"cannot read the key {cfg.hash_key_file}: {reason}") from None
-        self._catalogs: dict[tuple, tuple[float, int, SqlCatalog]] = {}
-        self.generation: dict[str, int] = {}
-
-    def session(self, groups: Sequence[str]) -> SessionMasking | None:
-        """A :class:`SessionMasking` for a user, or None when nothing is masked for them."""
-        if not self.active:
-            return None
-        m = SessionMasking(self.cfg, groups, hash_key=self.key)
-        return m if m.active else None
-
-    def cached(self, key: tuple) -> SqlCatalog | None:
-        """A catalog loaded for *key* less than :data:`CATALOG_TTL_S` ago and not since
-        invalidated by DDL through this gateway."""
-        hit = self._catalogs.get(key)
-        if hit is None:
-            return None
-        loaded, gen, catalog = hit
-        if time.monotonic() - loaded > CATALOG_TTL_S or gen != self.generation.get(key[0], 0):
-            return None
-        return catalog
-
-    def store(self, key: tuple, catalog: SqlCatalog) -> None:
-        self._catalogs[key] = (time.monotonic(), self.generation.get(key[0], 0), catalog)
-
-    def invalidate(self, conn_name: str) -> None:
-        """DDL ran on *conn_name*: catalogs cached for it are out of date."""
-        self.generation[conn_name] = self.generation.get(conn_name, 0) + 1
-
-
-def attach_masking(gateway: Any) -> MaskingHub:
-    """Create the gateway's :class:`MaskingHub` (reads the hash key: call at start).
-
-    Raises:
-        ConfigError: the hash key file cannot be read.
-    """
-    hub = MaskingHub(gateway.cfg.masking)
-    gateway.masking = hub
-    return hub
-
-
-def hub_for(gateway: Any) -> MaskingHub:
-    """The gateway's hub, created on first use when start-up did not attach one."""
-    hub = getattr(gateway, "masking", None)
-    if hub is None or hub.cfg is not gateway.cfg.masking:
-        try:
-            hub = attach_masking(gateway)
-        except ConfigError as exc:
-            # Never run a session unmasked because the key is missing.
-            log.error("event=masking_unavailable error=%s", exc)
-            raise ConnectionFailure("pgguard: masking is misconfigured") from None
-    return hub
 
 
 def _decode_row(values: Sequence[bytes | None], encoding: str) -> tuple[str | None, ...]:
@@ -179,15 +126,22 @@ async def fetch_catalog(link: BackendLink, encoding: str) -> SqlCatalog:
     return SqlCatalog.from_rows(rows)
 
 
-# --- protocol state ----------------------------------------------------------------
+# --- what masking notes on the exchange's requests and names -------------------------
+#
+# The exchange (wire/exchange.py) tracks which request each answer belongs to and which
+# statements and portals PostgreSQL confirmed; masking keeps its own facts about them in
+# the notes under the key "masking".
+
+NOTE = "masking"
 
 
 class _Stmt:
-    """A named (or the unnamed) prepared statement of the extended protocol."""
+    """Masking's notes on a prepared statement (Parse or SQL PREPARE)."""
 
     __slots__ = ("plan", "fields", "described", "sql", "catalog")
 
-    def __init__(self, plan: MaskPlan | None, sql: str | None = None, catalog: Any = None):
+    def __init__(self, plan: MaskPlan | None, sql: str | None = None,
+                 catalog: Catalog | None = None):
         self.plan = plan
         self.sql = sql
         self.catalog = catalog                # the catalog the plan was made with
@@ -196,43 +150,47 @@ class _Stmt:
 
 
 class _Portal:
-    __slots__ = ("plan", "stmt", "formats", "fields", "described", "rows")
+    """Masking's notes on a portal (Bind) or cursor (SQL DECLARE)."""
 
-    def __init__(self, plan: MaskPlan | None, stmt: _Stmt | None, formats: tuple[int, ...]):
-        self.plan = plan
-        self.stmt = stmt
+    __slots__ = ("plan", "formats", "fields", "described", "rows")
+
+    def __init__(self, plan: MaskPlan | None, formats: tuple[int, ...]):
+        self.plan = plan                     # a cursor's plan; a Bind's comes from its statement
         self.formats = formats
         self.fields: tuple | None = None     # from Describe P (real formats)
         self.described = False
         self.rows: RowMasker | _NullAll | None | bool = False   # False: not built yet
 
 
-class _Entry:
-    """One frontend message waiting for its answer."""
+class _Request:
+    """Masking's notes on one request: the plans of a Query, the COPY being rewritten,
+    and for the masker's own requests, what they are for."""
 
-    __slots__ = ("kind", "plans", "k", "portal", "stmt", "copy", "rows", "done", "failed")
+    __slots__ = ("plans", "copy", "internal", "rows", "done", "portal")
 
-    def __init__(self, kind: str, plans: list[MaskPlan] | None = None,
-                 portal: _Portal | None = None, stmt: _Stmt | None = None):
-        self.kind = kind          # Q P B DS DP E C S F, X (internal query), XD (internal)
+    def __init__(self, plans: list[MaskPlan] | None = None, internal: str = ""):
         self.plans = plans
-        self.k = 0
-        self.portal = portal
-        self.stmt = stmt
         self.copy = None
+        self.internal = internal  # "catalog" (the reload query), "describe" (added), ""
         self.rows: list | None = None
         self.done: trio.Event | None = None
-        self.failed = False
+        self.portal: _Portal | None = None   # the added Describe: whose layout it asks
 
-    def plan(self) -> MaskPlan | None:
-        if self.kind == "Q":
-            plans = self.plans
-            return plans[self.k] if plans is not None and self.k < len(plans) else None
-        if self.portal is not None:
-            return self.portal.plan
-        if self.stmt is not None:
-            return self.stmt.plan
+
+def _notes(req: Request | None) -> _Request | None:
+    if req is None:
         return None
+    n = req.notes.get(NOTE)
+    return n if isinstance(n, _Request) else None
+
+
+class RowRewriter(Protocol):
+    """Rewrites the DataRows of one result (``masking.rewrite.RowMasker`` and the two
+    below)."""
+
+    passthrough: bool
+
+    def mask_datarow(self, body: bytes) -> bytes: ...
 
 
 class _NullAll:
@@ -250,8 +208,8 @@ class _Collect:
 
     passthrough = False
 
-    def __init__(self, entry: _Entry, encoding: str):
-        self.entry = entry
+    def __init__(self, note: _Request, encoding: str):
+        self.note = note
         self.encoding = encoding
 
     def mask_datarow(self, body: bytes) -> bytes:
@@ -266,12 +224,12 @@ class _Collect:
             else:
                 values.append(body[pos:pos + ln].decode(self.encoding, "replace"))
                 pos += ln
-        assert self.entry.rows is not None
-        self.entry.rows.append(tuple(values))
+        assert self.note.rows is not None
+        self.note.rows.append(tuple(values))
         return b""
 
 
-def _fields(msg) -> tuple[tuple[str, int, int, int, int], ...]:
+def _fields(msg: RowDescription) -> tuple[tuple[str, int, int, int, int], ...]:
     return tuple((f.name, f.table_oid, f.column, f.type_oid, f.format) for f in msg.fields)
 
 
@@ -288,6 +246,31 @@ def _fail_closed(plans: list[MaskPlan]) -> list[MaskPlan]:
                      name=p.name, refresh_catalog=p.refresh_catalog) for p in plans]
 
 
+def _is_fail_closed(plan: MaskPlan) -> bool:
+    return plan.columns is None and plan.fallback is not None \
+        and plan.fallback.reason == FAIL_CLOSED
+
+
+def name_effects(plans: Sequence[MaskPlan] | None) -> list[Effect | None]:
+    """What each planned statement does to cursor and prepared statement names, with the
+    plan masking keeps for the name (applied by the exchange on CommandComplete)."""
+    out: list[Effect | None] = []
+    for p in plans or ():
+        if p.kind == "declare" and p.name is not None:
+            # Kept until CLOSE or a rollback, as if WITH HOLD: a forgotten cursor only
+            # masks more, and a later DECLARE of the name replaces it on confirmation.
+            out.append(Effect("declare", p.name, {NOTE: _Portal(p, ())}, holdable=True))
+        elif p.kind == "prepare" and p.name is not None:
+            out.append(Effect("prepare", p.name, {NOTE: _Stmt(p)}))
+        elif p.kind == "close":
+            out.append(Effect("close", p.name))
+        elif p.kind == "deallocate":
+            out.append(Effect("deallocate", p.name))
+        else:
+            out.append(None)
+    return out
+
+
 class ResultMasker:
     """The masking side of one session: plans statements and rewrites what comes back.
 
@@ -295,26 +278,28 @@ class ResultMasker:
         masking: the session's :class:`SessionMasking` (not exempt, active).
         hub: the gateway's :class:`MaskingHub`.
         conn: the connection configuration (catalog cache key).
-        session: the client session (for sending upstream and its transaction status).
+        exchange: the session's protocol state (which request each answer belongs to).
+        send_upstream: sends bytes to PostgreSQL (the catalog reload query).
+        session_id: for the log.
     """
 
     def __init__(self, masking: SessionMasking, hub: MaskingHub, conn: ConnectionConfig,
-                 session: Any):
+                 exchange: Exchange, send_upstream: Callable[[bytes], Awaitable[None]],
+                 session_id: str = ""):
         self.m = masking
         self.hub = hub
         self.conn = conn
-        self.session = session
+        self.exchange = exchange
+        self._send_upstream = send_upstream
+        self.session_id = session_id
         self.encoding = "utf-8"
         self.cache_key: tuple = (conn.name,)
         self.generation = 0
-        self.queue: deque[_Entry] = deque()
-        self.skipping = False     # PostgreSQL is skipping to Sync after an error
         self.stale = False        # DDL was sent: plans are unsafe until the next reload
         self.tried_unknown: set[str] = set()
-        self.statements: dict[str, _Stmt] = {}
-        self.portals: dict[str, _Portal] = {}
         self._next_plans: list[MaskPlan] | None = None
-        self._rows: Any = None    # the current result's RowMasker, None = raw bytes
+        self._rows: RowRewriter | None = None   # the current result's, None = raw bytes
+        self._head: Request | None = None
         self._idle: trio.Event | None = None
 
     # --- start -------------------------------------------------------------------
@@ -356,7 +341,7 @@ class ResultMasker:
         self._next_plans = plans
         return None
 
-    def wants_catalog(self, msg: Any) -> bool:
+    def wants_catalog(self, msg: Message) -> bool:
         """Should the catalog be reloaded before *msg* is planned? (DDL was sent, another
         session's DDL went through this gateway, or the statement names relations the
         catalog does not know.)"""
@@ -381,59 +366,57 @@ class ResultMasker:
         Returns:
             True when the catalog was reloaded; False when no such point could be reached
             (a pipeline without Sync, an aborted transaction, a timeout): the stale flag
-            then stays and results are masked as unproven.
+            stays and results are masked as unproven.
         """
-        if self.queue:
-            last = self.queue[-1]
-            if self.skipping or last.kind not in ("S", "Q", "F", "X"):
+        ex = self.exchange
+        if ex.pending:
+            last = ex.pending[-1]
+            if ex.skipping or last.kind not in (SYNC, QUERY, FUNCTION_CALL):
                 return False
             with trio.move_on_after(SYNC_WAIT_S):
-                while self.queue:
+                while ex.pending:
                     self._idle = trio.Event()
                     await self._idle.wait()
-            if self.queue:
+            if ex.pending:
                 return False
-        if self.session.txn_status == "E":
+        if ex.txn_status == "E":
             return False
         generation = self.hub.generation.get(self.conn.name, 0)
-        entry = _Entry("X")
-        entry.rows = []
-        entry.done = trio.Event()
-        self._push(entry)
-        await self.session._send_upstream(codec.query(CATALOG_QUERY))
+        note = _Request(internal="catalog")
+        note.rows = []
+        note.done = trio.Event()
+        req = ex.client_sent(Query(CATALOG_QUERY), {NOTE: note})
+        self._head_changed()
+        await self._send_upstream(codec.query(CATALOG_QUERY))
         with trio.move_on_after(CATALOG_QUERY_TIMEOUT_S):
-            await entry.done.wait()
-        if not entry.done.is_set() or entry.failed:
-            log.warning("event=masking_catalog_reload_failed session=%s",
-                        self.session.session_id)
+            await note.done.wait()
+        if not note.done.is_set() or req is None or req.failed:
+            log.warning("event=masking_catalog_reload_failed session=%s", self.session_id)
             return False
-        catalog = SqlCatalog.from_rows(entry.rows or ())
+        catalog = SqlCatalog.from_rows(note.rows or ())
         self.m.set_catalog(catalog)
         # SQL PREPAREd statements were planned with the old catalog and PostgreSQL
         # re-plans them after DDL: their results are unproven from now on.
-        prepared = self.m._prepared
-        for name, old in list(prepared.items()):
-            prepared[name] = _fail_closed([old])[0]
+        for st in ex.statements.values():
+            stmt = st.notes.get(NOTE)
+            if st.sql and isinstance(stmt, _Stmt) and stmt.plan is not None:
+                stmt.plan = _fail_closed([stmt.plan])[0]
         self.hub.store(self.cache_key, catalog)
         self.generation = generation
         self.stale = False
         log.info("event=masking_catalog_reloaded session=%s relations=%d",
-                 self.session.session_id, len(catalog.relations))
+                 self.session_id, len(catalog.relations))
         return True
 
     # --- frontend messages ----------------------------------------------------------
 
-    def _push(self, entry: _Entry) -> None:
-        if self.skipping:
-            if entry.kind != "S":
-                return  # PostgreSQL discards it: no answer will come
-            self.skipping = False
-        self.queue.append(entry)
-        if len(self.queue) == 1:
-            self._head_changed()
+    def sent(self, msg: Message, refused: bool, notes: Notes) -> list[Effect | None]:
+        """A Query, Parse or FunctionCall is about to go upstream (or its refusal marker):
+        note its plans on the request.
 
-    def sent(self, msg: Any, refused: bool) -> None:
-        """A Query, Parse or FunctionCall is about to go upstream (or its refusal marker)."""
+        Returns:
+            What its statements do to cursor and prepared statement names.
+        """
         plans = None if refused else self._next_plans
         self._next_plans = None
         if plans is not None and any(p.refresh_catalog for p in plans):
@@ -442,97 +425,128 @@ class ResultMasker:
             self.hub.invalidate(self.conn.name)
             self.generation = self.hub.generation[self.conn.name]
         if isinstance(msg, Query):
-            self._push(_Entry("Q", plans))
+            notes[NOTE] = _Request(plans)
         elif isinstance(msg, Parse):
             plan = plans[0] if plans is not None and len(plans) == 1 else None
-            stmt = _Stmt(plan, msg.sql, self.m.catalog)
-            self.statements[msg.name] = stmt
-            self._push(_Entry("P", stmt=stmt))
+            notes[NOTE] = _Stmt(plan, msg.sql, self.m.catalog)
         else:
-            self._push(_Entry("F"))
+            notes[NOTE] = _Request()
+        return name_effects(plans)
 
-    def on_frontend(self, kind: bytes, framer: Framer, start: int, end: int) -> bytes | None:
-        """Track Bind, Describe, Execute, Close and Sync; may add a Describe before an
-        Execute whose row layout nobody asked for (returns the replacement bytes)."""
-        k = kind[0]
-        if k == 0x53:  # Sync
-            self._push(_Entry("S"))
-            return None
-        msg = framer.decode(kind, start, end)
+    def on_frontend(self, msg: Message, notes: Notes, raw: bytes) -> bytes | None:
+        """Note Bind, Describe and Execute before they go upstream; may add a Describe
+        before an Execute whose row layout nobody asked for (returns the replacement
+        bytes, *raw* being the Execute's own)."""
+        ex = self.exchange
         if isinstance(msg, Bind):
-            stmt = self.statements.get(msg.statement)
-            if stmt is None:
-                # A statement from SQL PREPARE can be bound too; its plan was tracked by
-                # SessionMasking. Anything else is unknown: fail closed.
-                sql_prepared = self.m._prepared.get(msg.statement)
-                plan = sql_prepared if sql_prepared is not None else None
-            else:
-                plan = stmt.plan
-            portal = _Portal(plan, stmt, msg.result_formats)
-            self.portals[msg.portal] = portal
-            self._push(_Entry("B", portal=portal, stmt=stmt))
+            notes[NOTE] = _Portal(None, msg.result_formats)
         elif isinstance(msg, Describe):
             if msg.target == "S":
-                stmt = self.statements.get(msg.name)
-                if stmt is None:
-                    stmt = self.statements[msg.name] = _Stmt(None)
-                stmt.described = True
-                self._push(_Entry("DS", stmt=stmt))
+                stmt = _expected(ex.expected_statements(msg.name), _Stmt)
+                if stmt is not None:
+                    stmt.described = True
             else:
-                portal = self.portals.get(msg.name)
-                if portal is None:
-                    portal = self.portals[msg.name] = _Portal(None, None, ())
-                portal.described = True
-                self._push(_Entry("DP", portal=portal))
+                portal = _expected(ex.expected_portals(msg.name), _Portal)
+                if portal is not None:
+                    portal.described = True
         elif isinstance(msg, Execute):
-            portal = self.portals.get(msg.portal)
-            if portal is None:
-                portal = self.portals[msg.portal] = _Portal(None, None, ())
-            extra = None
-            if not portal.described and not (portal.stmt is not None
-                                             and portal.stmt.described):
+            portal = _expected(ex.expected_portals(msg.portal), _Portal)
+            stmt = self._bound_statement(msg.portal)
+            if (portal is None or not portal.described) and not (
+                    stmt is not None and stmt.described):
                 # Nobody described this portal: ask for its RowDescription ourselves (the
                 # answer is not forwarded) so the rows can be masked by column.
-                portal.described = True
-                self._push(_Entry("XD", portal=portal))
-                extra = codec.describe("P", msg.portal)
-            self._push(_Entry("E", portal=portal))
-            if extra is not None:
-                return extra + bytes(framer.buf[start:end])
-        elif isinstance(msg, Close):
-            if msg.target == "S":
-                self.statements.pop(msg.name, None)
-            else:
-                self.portals.pop(msg.name, None)
-            self._push(_Entry("C"))
+                if portal is not None:
+                    portal.described = True
+                describe = Describe("P", msg.portal)
+                ex.client_sent(describe, {NOTE: _Request(internal="describe")})
+                notes[NOTE] = _Request()
+                return codec.describe("P", msg.portal) + raw
+            notes[NOTE] = _Request()
+        elif isinstance(msg, Sync | Close):
+            notes[NOTE] = _Request()
+        return None
+
+    def _bound_statement(self, portal_name: str) -> _Stmt | None:
+        """The statement a portal will run, as far as is known before the answers."""
+        ex = self.exchange
+        for req in reversed(ex.pending):
+            if req.kind == BIND and req.name == portal_name:
+                return _expected(ex.expected_statements(req.source), _Stmt)
+        bound = ex.portals.get(portal_name)
+        if bound is not None and bound.statement is not None:
+            stmt = bound.statement.notes.get(NOTE)
+            return stmt if isinstance(stmt, _Stmt) else None
         return None
 
     # --- backend messages (backend task) --------------------------------------------
 
-    def _head_changed(self) -> None:
-        q = self.queue
-        if not q:
+    def _head_changed(self, head: Request | None = None) -> None:
+        """Follow the request whose answers arrive now (*head*, else the exchange's head):
+        the row rewriter of its result."""
+        if head is None:
+            head = self.exchange.head
+        if head is self._head:
+            return
+        self._head = head
+        if head is None:
             self._rows = None
             if self._idle is not None:
                 self._idle.set()
             return
-        head = q[0]
-        if head.kind == "E":
+        note = _notes(head)
+        if head.kind == EXECUTE:
             self._rows = self._portal_rows(head.portal)
-        elif head.kind == "X":
-            self._rows = _Collect(head, self.encoding)
+        elif note is not None and note.internal == "catalog":
+            self._rows = _Collect(note, self.encoding)
         else:
             self._rows = None
 
-    def _pop(self) -> None:
-        if self.queue:
-            self.queue.popleft()
-        self._head_changed()
+    def _rebound(self, plan: MaskPlan | None) -> MaskPlan | None:
+        """FETCH, MOVE and EXECUTE show the plan of their cursor or prepared statement, as
+        PostgreSQL knows it now (the answer is arriving: every earlier one is in)."""
+        if plan is None or plan.kind not in ("fetch", "move", "execute") \
+                or _is_fail_closed(plan):
+            return plan
+        ex = self.exchange
+        if plan.kind == "execute":
+            st = ex.statements.get(plan.name or "")
+            src = st.notes.get(NOTE) if st is not None else None
+        else:
+            p = ex.portals.get(plan.name or "")
+            src = p.notes.get(NOTE) if p is not None else None
+            if isinstance(src, _Portal) and p is not None and p.statement is not None:
+                src = p.statement.notes.get(NOTE)
+        return rebind(plan, src.plan if isinstance(src, _Stmt | _Portal) else None)
 
-    def _portal_plan(self, portal: _Portal) -> MaskPlan | None:
+    def _request_plan(self, req: Request | None) -> MaskPlan | None:
+        if req is None:
+            return None
+        if req.kind == QUERY:
+            note = _notes(req)
+            plans = note.plans if note is not None else None
+            k = req.current
+            return self._rebound(plans[k]) if plans is not None and k < len(plans) else None
+        if req.portal is not None:
+            return self._portal_plan(req.portal)
+        if req.statement is not None:
+            stmt = req.statement.notes.get(NOTE)
+            return stmt.plan if isinstance(stmt, _Stmt) else None
+        if req.kind == PARSE:
+            stmt = req.notes.get(NOTE)
+            return stmt.plan if isinstance(stmt, _Stmt) else None
+        return None
+
+    def _portal_plan(self, portal: Portal) -> MaskPlan | None:
         """The portal's plan, checked against DDL sent since its statement was planned."""
-        plan = portal.plan
-        stmt = portal.stmt
+        mp = portal.notes.get(NOTE)
+        st = portal.statement
+        stmt = st.notes.get(NOTE) if st is not None else None
+        if isinstance(stmt, _Stmt):
+            plan = stmt.plan
+        else:
+            plan = self._rebound(mp.plan) if isinstance(mp, _Portal) else None
+            stmt = None
         if self.stale:
             return _fail_closed([plan])[0] if plan is not None else None
         if stmt is not None and stmt.sql is not None and stmt.catalog is not self.m.catalog:
@@ -540,32 +554,45 @@ class ResultMasker:
             fresh = self.m.plan(stmt.sql)
             plan = fresh[0] if isinstance(fresh, list) and len(fresh) == 1 else None
             stmt.plan, stmt.catalog = plan, self.m.catalog
-            portal.plan = plan
         return plan
 
-    def _portal_rows(self, portal: _Portal | None) -> Any:
+    def _portal_rows(self, portal: Portal | None) -> RowRewriter | None:
         if portal is None:
             return _NullAll()
-        if portal.rows is False:
-            fields = portal.fields
-            if fields is None and portal.stmt is not None and portal.stmt.fields is not None:
-                fields = _with_formats(portal.stmt.fields, portal.formats)
+        mp = portal.notes.get(NOTE)
+        if not isinstance(mp, _Portal):
+            mp = portal.notes[NOTE] = _Portal(None, ())
+        if mp.rows is False:
+            fields = mp.fields
+            st = portal.statement
+            stmt = st.notes.get(NOTE) if st is not None else None
+            if fields is None and isinstance(stmt, _Stmt) and stmt.fields is not None:
+                fields = _with_formats(stmt.fields, mp.formats)
             if fields is None:
-                portal.rows = _NullAll()
+                mp.rows = _NullAll()
             else:
                 rm = self.m.row_masker(self._portal_plan(portal), fields)
-                portal.rows = None if rm.passthrough else rm
-        return portal.rows
+                mp.rows = None if rm.passthrough else rm
+        return mp.rows
 
     def on_backend(self, kind: bytes, framer: Framer, start: int, end: int,
-                   replacement: bytes | None) -> bytes | None:
+                   replacement: bytes | None, req: Request | None) -> bytes | None:
         """Rewrite one upstream message for the client.
+
+        Args:
+            req: the request the message answers, as the exchange said when it was fed
+                (DataRow and the messages that answer nothing are not fed: None).
 
         Returns:
             Replacement bytes, ``b""`` to drop the message, or *replacement* as given
             (None: forward the original bytes).
         """
-        if kind == b"D":
+        k = kind[0]
+        if k == DATA_ROW:
+            if self.exchange.head is not self._head:
+                # The frontend task queued a request on an empty queue (an Execute): its
+                # rows are these.
+                self._head_changed()
             rows = self._rows
             if rows is None:
                 return replacement
@@ -576,130 +603,124 @@ class ResultMasker:
             if not new:
                 return b""
             return b"D" + _I32.pack(len(new) + 4) + new
-        return self._other(kind[0], kind, framer, start, end, replacement)
+        # The request this answers may have reached the head without this masker seeing it
+        # (queued on an empty queue by the frontend task).
+        self._head_changed(req)
+        try:
+            return self._other(k, kind, framer, start, end, replacement, req)
+        finally:
+            self._head_changed()
 
     def _other(self, k: int, kind: bytes, framer: Framer, start: int, end: int,
-               replacement: bytes | None) -> bytes | None:
-        q = self.queue
-        head = q[0] if q else None
-        internal = head is not None and head.kind == "X"
-        if k == 0x4E:  # NoticeResponse
-            if internal:
+               replacement: bytes | None, req: Request | None) -> bytes | None:
+        head = self.exchange.head
+        if k == NOTICE_RESPONSE:
+            note = _notes(head)
+            if note is not None and note.internal == "catalog":
                 return b""
             return self._scrub(kind, framer, start, end, head)
-        if k == 0x53:  # ParameterStatus: not an answer to anything
+        if k == PARAMETER_STATUS:  # not an answer to anything
             msg = framer.decode(kind, start, end)
             if msg.name == "client_encoding":
                 self.encoding = python_encoding(msg.value)
                 self.m.set_client_encoding(msg.value)
             return replacement
-        if k == 0x41:  # NotificationResponse: the payload is any text
+        if k == NOTIFICATION_RESPONSE:  # the payload is any text
             return self._notification(framer, start, end)
-        if head is None:
-            if k == 0x45:
+        if k == COPY_DATA:
+            req = head  # not fed to the exchange (part of the result in progress)
+        if req is None:
+            if k == ERROR_RESPONSE:
                 return replacement if replacement is not None else \
                     self._scrub(kind, framer, start, end, None)
             return replacement
-        hk = head.kind
-        if k == 0x45:  # ErrorResponse
-            out = replacement if replacement is not None else (
-                b"" if internal else self._scrub(kind, framer, start, end, head))
-            if internal:
-                head.failed = True
-            elif hk == "Q":
-                head.copy = None
+        note = _notes(req)
+        internal = note.internal if note is not None else ""
+        rk = req.kind
+        if k == ERROR_RESPONSE:
+            if internal == "catalog":
+                return b""  # req.failed is set: the reload is abandoned
+            # An added Describe's error stands for the client's Execute (which PostgreSQL
+            # now skips): it is forwarded like any other.
+            out = replacement if replacement is not None else \
+                self._scrub(kind, framer, start, end, req)
+            if rk == QUERY and note is not None:
+                note.copy = None
                 self._rows = None
-            elif hk in ("S", "F"):
-                pass   # a failed COMMIT at Sync, or FunctionCall: ReadyForQuery follows
-            else:
-                # Extended protocol: PostgreSQL now skips everything up to Sync.
-                while q and q[0].kind != "S":
-                    q.popleft()
-                if not q:
-                    self.skipping = True
-                self._head_changed()
             return out
-        if hk == "Q":
-            return self._query_message(k, kind, framer, start, end, head, replacement)
-        if hk == "X":
-            if k == 0x5A:
-                self._pop()
-                head.rows = head.rows or []
-                assert head.done is not None
-                head.done.set()
+        if internal == "catalog":
+            if k == READY_FOR_QUERY:
+                note.rows = note.rows or []
+                assert note.done is not None
+                note.done.set()
             return b""
-        if hk == "E":
-            if k in (0x43, 0x73, 0x49):  # CommandComplete, PortalSuspended, EmptyQuery
-                self._pop()
-            elif k == 0x48 or k == 0x64 or k == 0x63:
-                return self._copy(k, kind, framer, start, end, head, replacement)
+        if rk == QUERY:
+            return self._query_message(k, kind, framer, start, end, req, note, replacement)
+        if rk == EXECUTE:
+            if k == COPY_OUT_RESPONSE or k == COPY_DATA or k == COPY_DONE:
+                return self._copy(k, kind, framer, start, end, req, note, replacement)
             return replacement
-        if hk == "DS":
-            if k == 0x54:
-                head.stmt.fields = _fields(framer.decode(kind, start, end))
-                self._pop()
-            elif k == 0x6E:  # NoData
-                head.stmt.fields = ()
-                self._pop()
-            return replacement
-        if hk == "DP" or hk == "XD":
-            if k == 0x54 or k == 0x6E:
-                portal = head.portal
-                portal.fields = _fields(framer.decode(kind, start, end)) if k == 0x54 else ()
-                portal.rows = False
-                self._pop()
-                return b"" if hk == "XD" else replacement
-            return replacement
-        if hk in ("P", "B", "C"):
-            if k in (0x31, 0x32, 0x33):
-                self._pop()
-            return replacement
-        if hk == "S" or hk == "F":
-            if k == 0x5A:
-                self._pop()
-            return replacement
+        if rk == DESCRIBE:
+            if k == ROW_DESCRIPTION or k == NO_DATA:
+                fields = _fields(framer.decode(kind, start, end)) if k == ROW_DESCRIPTION \
+                    else ()
+                if req.target == "S":
+                    stmt = req.statement.notes.get(NOTE) if req.statement else None
+                    if isinstance(stmt, _Stmt):
+                        stmt.fields = fields
+                elif req.portal is not None:
+                    mp = req.portal.notes.get(NOTE)
+                    if not isinstance(mp, _Portal):
+                        mp = req.portal.notes[NOTE] = _Portal(None, ())
+                    mp.fields = fields
+                    mp.rows = False
+                return b"" if internal == "describe" else replacement
+            return b"" if internal == "describe" else replacement
         return replacement
 
     def _query_message(self, k: int, kind: bytes, framer: Framer, start: int, end: int,
-                       head: _Entry, replacement: bytes | None) -> bytes | None:
-        if k == 0x54:  # RowDescription
-            rm = self.m.row_masker(head.plan(), _fields(framer.decode(kind, start, end)))
+                       req: Request, note: _Request | None,
+                       replacement: bytes | None) -> bytes | None:
+        if k == ROW_DESCRIPTION:
+            rm = self.m.row_masker(self._request_plan(req),
+                                   _fields(framer.decode(kind, start, end)))
             self._rows = None if rm.passthrough else rm
-        elif k == 0x43:  # CommandComplete
-            head.k += 1
-            head.copy = None
+        elif k == COMMAND_COMPLETE:
+            if note is not None:
+                note.copy = None
             self._rows = None
-        elif k == 0x5A:  # ReadyForQuery
-            self._pop()
-        elif k == 0x48 or k == 0x64 or k == 0x63:
-            return self._copy(k, kind, framer, start, end, head, replacement)
+        elif k == COPY_OUT_RESPONSE or k == COPY_DATA or k == COPY_DONE:
+            return self._copy(k, kind, framer, start, end, req, note, replacement)
         return replacement
 
     def _copy(self, k: int, kind: bytes, framer: Framer, start: int, end: int,
-              head: _Entry, replacement: bytes | None) -> bytes | None:
+              req: Request, note: _Request | None,
+              replacement: bytes | None) -> bytes | None:
+        if note is None:
+            note = req.notes[NOTE] = _Request()
         buf = framer.buf
-        if k == 0x48:  # CopyOutResponse
+        if k == COPY_OUT_RESPONSE:
             ncols = _I16.unpack_from(buf, start + 6)[0]
-            plan = self._portal_plan(head.portal) if head.portal is not None else head.plan()
+            plan = self._request_plan(req)
             cm = self.m.copy_masker(plan, ncols, binary=buf[start + 5] == 1)
-            head.copy = None if cm.passthrough else cm
+            note.copy = None if cm.passthrough else cm
             return replacement
-        cm = head.copy
+        cm = note.copy
         if cm is None:
             return replacement
-        if k == 0x64:  # CopyData
+        if k == COPY_DATA:
             out = cm.feed(bytes(buf[start + 5:end]))
             return codec.message(b"d", out) if out else b""
         # CopyDone: whatever incomplete row is left, masked, then CopyDone.
-        head.copy = None
+        note.copy = None
         tail = cm.finish()
         raw = bytes(buf[start:end])
         return (codec.message(b"d", tail) + raw) if tail else replacement
 
     def _scrub(self, kind: bytes, framer: Framer, start: int, end: int,
-               head: _Entry | None) -> bytes | None:
+               req: Request | None) -> bytes | None:
         fields = framer.decode(kind, start, end).fields
-        plan = head.plan() if head is not None else None
+        plan = self._request_plan(req)
         new = self.m.mask_error_fields(fields, plan)
         if new == fields:
             return None
@@ -718,6 +739,15 @@ class ResultMasker:
             return None
         return codec.message(b"A", _I32.pack(pid) + channel + b"\0"
                              + new.encode(self.encoding, "replace") + b"\0")
+
+
+def _expected(candidates, cls):
+    """The newest of the candidate notes (see Exchange.expected_statements) of type *cls*."""
+    for notes in candidates:
+        n = notes.get(NOTE)
+        if isinstance(n, cls):
+            return n
+    return None
 
 
 FUNCTION_CALL_REFUSED = PolicyDenied(

@@ -21,20 +21,41 @@ from __future__ import annotations
 import logging
 import struct
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import policy
 from ..audit import AuditError
+from ..config import MaskingConfig
 from ..errors import ConnectionFailure
 from ..masking.detectors import Detectors
 from ..masking.rewrite import python_encoding
 from ..wire import codec
-from ..wire.messages import Bind, FunctionCall, Parse, Query
+from ..wire.exchange import Exchange
+from ..wire.messages import (
+    COMMAND_COMPLETE,
+    COPY_DATA,
+    COPY_IN_RESPONSE,
+    COPY_OUT_RESPONSE,
+    DATA_ROW,
+    ERROR_RESPONSE,
+    NOTICE_RESPONSE,
+    PARAMETER_DESCRIPTION,
+    PARAMETER_STATUS,
+    PORTAL_SUSPENDED,
+    READY_FOR_QUERY,
+    ROW_DESCRIPTION,
+    Bind,
+    FunctionCall,
+    Parse,
+    Query,
+)
 
 if TYPE_CHECKING:
     from ..audit import Recorder
+    from ..masking import SessionMasking
     from .guard import Verdict
-    from .session import ClientSession
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +68,7 @@ _COPY_TEXT_OID = 25
 _COPY_BINARY_OID = 17
 _CACHE_ENTRIES = 256
 _MAX_PREPARED = 10000
+RECORD = "record"   # the tap's key in the exchange's notes
 # No detector matches fewer than seven digits and nothing else (the shortest, phone, needs
 # seven digits and a separator or a "+"; plain integers never match): skip the scan.
 _SHORT_NUMBER_LEN = 7
@@ -105,24 +127,53 @@ class _Result:
         self.copy_format: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """Who a recorded session is, as its ``session_start`` record says."""
+
+    session_id: str
+    user: str
+    groups: tuple[str, ...]
+    connection: str
+    client_addr: str
+    tls: bool
+    started: float          # time.time() when the client connected
+
+
+def session_detectors(masking: SessionMasking | None, cfg: MaskingConfig,
+                      groups: Sequence[str]) -> Detectors:
+    """The detectors that scan a session's statement text and parameters: its masking's,
+    else the configured ones (none for exempt groups)."""
+    if masking is not None:
+        return masking.detectors
+    if set(groups) & set(cfg.exempt_groups):
+        return Detectors(())
+    return Detectors(cfg.detectors)
+
+
 class SessionTap:
     """Feeds one session's events into the gateway's :class:`~pgguard.audit.Recorder`.
 
     Args:
         recorder: the gateway's recorder (running).
-        session: the client session (connected upstream, authenticated).
+        info: the session (connected upstream, authenticated).
+        exchange: the session's protocol state (a Parse's record waits on its statement).
+        detectors: what scans statement text and parameters (:func:`session_detectors`).
     """
 
-    def __init__(self, recorder: Recorder, session: ClientSession):
+    def __init__(self, recorder: Recorder, info: SessionInfo, exchange: Exchange,
+                 detectors: Detectors):
         self.recorder = recorder
-        self.session = session
-        self.sid = session.session_id
+        self.info = info
+        self.sid = info.session_id
         self.max_rows = recorder.max_rows
         self.sync_results = recorder.cfg.fsync == "always"
-        self._detectors = self._session_detectors(session)
+        self._detectors = detectors
         self._encoding = "utf-8"
-        # Extended protocol: a statement is recorded at its Bind, with the parameters.
-        self._prepared: dict[str, dict[str, Any]] = {}
+        # Extended protocol: a statement is recorded at its Bind, with the parameters; the
+        # record of a Parse is noted with the statement on the exchange (key "record").
+        # Records of statements parsed but not bound yet wait here.
+        self._exchange = exchange
         self._unbound: dict[str, dict[str, Any]] = {}
         self._result: _Result | None = None
         self._rest = b""
@@ -135,19 +186,6 @@ class SessionTap:
         self._ended = False
 
     # --- helpers --------------------------------------------------------------------
-
-    @staticmethod
-    def _session_detectors(session: ClientSession) -> Detectors:
-        """The detectors that scan statement text and parameters for this session."""
-        masking = getattr(session.guard, "masking", None)
-        detectors = getattr(masking, "detectors", None)
-        if isinstance(detectors, Detectors):
-            return detectors
-        cfg = session.gateway.cfg.masking
-        groups = set(session.identity.groups if session.identity else ())
-        if groups & set(cfg.exempt_groups):
-            return Detectors(())
-        return Detectors(cfg.detectors)
 
     async def _record(self, type: str, **fields: Any) -> None:
         await self._record_map(type, fields)
@@ -176,8 +214,8 @@ class SessionTap:
             self._scanned[sql] = scanned
         return scanned
 
-    def _decision(self, sql: str, protocol: str, verdict: Verdict | None) -> dict[str, Any]:
-        guard = self.session.guard
+    def _decision(self, sql: str, protocol: str, verdict: Verdict | None,
+                  allowed: policy.Decision | None) -> dict[str, Any]:
         request_id = None
         refusal = None
         if verdict is not None and verdict.decision is not None:
@@ -188,13 +226,9 @@ class SessionTap:
                 # Why the client got an error: a deny, an approver, or masking (whose
                 # refusals come with an "allow" from the policy).
                 refusal = verdict.refuse.message
-        elif guard is not None:
-            # An allowed statement has no verdict: the guard kept the decision it just
-            # made for it (the pump records right after the check).
-            decision = guard.last_decision
-            refused = False
         else:
-            decision = None
+            # An allowed statement has no verdict: the guard's decision comes with it.
+            decision = allowed
             refused = False
         fields = self._fields(sql, protocol, decision, refused, request_id)
         if refusal is not None:
@@ -228,28 +262,32 @@ class SessionTap:
 
     async def session_start(self) -> None:
         """Record who connected, from where, to what."""
-        s = self.session
+        s = self.info
         await self._record(
             "session_start",
-            user=s.user or "",
-            groups=list(s.identity.groups) if s.identity else [],
-            connection=s.guard.conn.name if s.guard is not None else (s.database or ""),
-            client_addr=s.peer,
-            tls=bool(s.tls),
+            user=s.user,
+            groups=list(s.groups),
+            connection=s.connection,
+            client_addr=s.client_addr,
+            tls=s.tls,
         )
 
-    async def statement(self, msg: Query | Parse | FunctionCall, verdict: Verdict | None
-                        ) -> None:
+    async def statement(self, msg: Query | Parse | FunctionCall, verdict: Verdict | None,
+                        notes: dict[str, Any] | None = None,
+                        decision: policy.Decision | None = None) -> None:
         """Record a statement and its decision (extended protocol: at its Bind).
 
         Args:
             msg: the client's Query, Parse or FunctionCall.
             verdict: None when the guard let it through, else the guard's verdict.
+            notes: the notes of the request on the exchange (a Parse's record is kept
+                there, for its Binds).
+            decision: the policy's decision when there is no verdict (allowed).
         """
         if isinstance(msg, Query):
-            await self._record_map("statement", self._decision(msg.sql, "simple", verdict))
+            await self._record_map("statement", self._decision(msg.sql, "simple", verdict, decision))
         elif isinstance(msg, Parse):
-            fields = self._decision(msg.sql, "extended", verdict)
+            fields = self._decision(msg.sql, "extended", verdict, decision)
             if verdict is not None and verdict.refuse is not None:
                 # No Bind will follow a refused Parse (the session skips to Sync).
                 await self._record_map("statement", fields)
@@ -257,19 +295,15 @@ class SessionTap:
             old = self._unbound.pop(msg.name, None)
             if old is not None:
                 await self._record_map("statement", old)  # parsed again before any Bind
-            self._prepared.pop(msg.name, None)  # re-insert: the dict stays oldest first
-            self._prepared[msg.name] = fields
+            if notes is not None:
+                notes[RECORD] = fields
             self._unbound[msg.name] = fields
-            if len(self._prepared) > _MAX_PREPARED:
-                # A client that never closes its statements must not grow the tap without
-                # bound; a later Bind of a forgotten one is recorded as "statement not seen".
-                self._prepared.pop(next(iter(self._prepared)))
             if len(self._unbound) > _MAX_PREPARED:
                 name = next(iter(self._unbound))
                 await self._record_map("statement", self._unbound.pop(name))
         elif isinstance(msg, FunctionCall):
             sql = f"-- FunctionCall oid {msg.function_oid}"
-            await self._record_map("statement", self._decision(sql, "function", verdict))
+            await self._record_map("statement", self._decision(sql, "function", verdict, decision))
 
     async def bind(self, msg: Bind) -> None:
         """Record the statement a Bind executes, with its parameters after the detectors.
@@ -277,7 +311,8 @@ class SessionTap:
         Args:
             msg: the client's Bind.
         """
-        base = self._prepared.get(msg.statement)
+        base = next((n[RECORD] for n in self._exchange.expected_statements(msg.statement)
+                     if RECORD in n), None)
         self._unbound.pop(msg.statement, None)
         if base is None:
             # Parsed before the tap existed, or never: record what is known.
@@ -317,7 +352,7 @@ class SessionTap:
             if end > n:
                 break
             k = kind[0]
-            if k == 0x44:  # DataRow
+            if k == DATA_ROW:
                 res = self._result
                 if res is None:
                     res = self._result = _Result()
@@ -326,7 +361,7 @@ class SessionTap:
                     if res.formats is None:
                         res.formats = self._guess_formats(data, pos + 5)
                     res.rows.append(self._row(data, pos + 5, res.formats))
-            elif k == 0x64:  # CopyData
+            elif k == COPY_DATA:
                 res = self._result
                 if res is not None and res.copy_format is not None:
                     res.count += 1
@@ -334,13 +369,13 @@ class SessionTap:
                         chunk = data[pos + 5:end]
                         res.rows.append([chunk if res.copy_format
                                          else chunk.decode(self._encoding, "replace")])
-            elif k == 0x54:  # RowDescription
+            elif k == ROW_DESCRIPTION:
                 res = self._result = _Result()
                 columns, formats = _row_description(kind, data, pos, end)
                 res.columns = columns
                 if not self._after_param_desc:
                     res.formats = formats
-            elif k == 0x43:  # CommandComplete
+            elif k == COMMAND_COMPLETE:
                 raw = data[pos + 5:end - 1]
                 if data[end - 1] != 0 or b"\0" in raw:
                     tag = codec.decode_backend(kind, data, pos, end).tag  # raises
@@ -348,7 +383,7 @@ class SessionTap:
                     tag = _text(raw)
                 await self._finish_result(tag)
                 completed = True
-            elif k == 0x45:  # ErrorResponse
+            elif k == ERROR_RESPONSE:
                 fields = codec.decode_backend(kind, data, pos, end).fields
                 if self._result is not None and self._result.count:
                     await self._finish_result("")  # rows the client got before the error
@@ -356,18 +391,18 @@ class SessionTap:
                 await self._record("error", sqlstate=fields.get("C", ""),
                                    message=fields.get("M", ""))
                 completed = True
-            elif k == 0x4E:  # NoticeResponse
+            elif k == NOTICE_RESPONSE:
                 fields = codec.decode_backend(kind, data, pos, end).fields
                 await self._record("notice", message=fields.get("M", ""),
                                    severity=fields.get("S", ""), sqlstate=fields.get("C", ""))
-            elif k == 0x48 or k == 0x47:  # CopyOutResponse / CopyInResponse
+            elif k == COPY_OUT_RESPONSE or k == COPY_IN_RESPONSE:
                 res = self._result = _Result()
                 fmt = data[pos + 5]
-                res.copy_format = fmt if k == 0x48 else None
-                if k == 0x48:
+                res.copy_format = fmt if k == COPY_OUT_RESPONSE else None
+                if k == COPY_OUT_RESPONSE:
                     oid = _COPY_BINARY_OID if fmt else _COPY_TEXT_OID
                     res.columns = [["(copy data)", oid]]
-            elif k == 0x73:  # PortalSuspended: Execute hit its row limit
+            elif k == PORTAL_SUSPENDED:  # Execute hit its row limit
                 res = self._result
                 if res is not None:
                     await self._finish_result("", suspended=True)
@@ -375,15 +410,15 @@ class SessionTap:
                     nxt = self._result = _Result()
                     nxt.columns, nxt.formats = res.columns, res.formats
                 completed = True
-            elif k == 0x5A:  # ReadyForQuery
+            elif k == READY_FOR_QUERY:
                 # A Describe without Execute leaves a RowDescription that never completes.
                 self._result = None
                 completed = True
-            elif k == 0x53:  # ParameterStatus
+            elif k == PARAMETER_STATUS:
                 msg = codec.decode_backend(kind, data, pos, end)
                 if msg.name == "client_encoding":
                     self._encoding = python_encoding(msg.value)
-            self._after_param_desc = k == 0x74  # ParameterDescription: a statement Describe
+            self._after_param_desc = k == PARAMETER_DESCRIPTION  # a statement Describe
             pos = end
         if pos < n:
             # The pump sends whole messages; keep a stray partial one rather than misparse.
@@ -454,18 +489,18 @@ class SessionTap:
         """Record a client CancelRequest for this session."""
         await self._record("cancel", reason="client cancel request")
 
-    async def session_end(self) -> None:
+    async def session_end(self, reason: str, bytes_in: int, bytes_out: int) -> None:
         """Record why and how the session ended; never raises (the session is over)."""
         if self._ended:
             return
         self._ended = True
-        s = self.session
+        s = self.info
         try:
             for fields in self._unbound.values():
                 await self._record_map("statement", fields)  # parsed, never executed
             self._unbound.clear()
-            await self._record("session_end", reason=s.end_reason,
+            await self._record("session_end", reason=reason,
                                duration_s=round(time.time() - s.started, 6),
-                               bytes_in=s.bytes_in, bytes_out=s.bytes_out)
+                               bytes_in=bytes_in, bytes_out=bytes_out)
         except RecordingUnavailable:
             log.warning("event=session_end_unrecorded session=%s", self.sid)

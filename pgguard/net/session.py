@@ -28,32 +28,63 @@ from ..errors import (
     UnknownConnection,
 )
 from ..wire import codec
+from ..wire.exchange import Exchange
+from ..wire.framer import NEED_DATA, Framer, StartupFramer
 from ..wire.messages import (
     AUTH_CLEARTEXT,
     AUTH_OK,
+    BIND,
+    CLOSE,
+    COMMAND_COMPLETE,
+    COPY_DATA,
+    DATA_ROW,
+    DESCRIBE,
+    ERROR_RESPONSE,
+    EXECUTE,
+    FUNCTION_CALL,
+    NOTICE_RESPONSE,
+    NOTIFICATION_RESPONSE,
+    PARAMETER_STATUS,
+    PARSE,
+    QUERY,
+    READY_FOR_QUERY,
+    SYNC,
+    TERMINATE,
     CancelRequest,
+    FunctionCall,
     GSSENCRequest,
+    ParameterStatus,
+    Parse,
     PasswordMessage,
+    Query,
+    ReadyForQuery,
     SSLRequest,
     StartupMessage,
+    Sync,
 )
-from ..wire.parser import NEED_DATA, Framer, StartupFramer
 from ..wire.state import ALLOWED, Phase, expect
 from . import backend
 from .fastio import FastIO
-from .guard import Guard, Verdict
+from .guard import Guard, Verdict, guard_for
+from .recording import SessionInfo, SessionTap, session_detectors
+from .services import Services
 
 if TYPE_CHECKING:
-    from ..credentials import Lease
+    from ..credentials import CredentialSource, Lease
     from ..identity import Identity
-    from .listener import Gateway
 
 log = logging.getLogger(__name__)
 
 RECEIVE_SIZE = 65536
 READY_KINDS = ALLOWED[Phase.READY]
-SKIPPED_AFTER_ERROR = frozenset(b"PBDEC")  # PostgreSQL discards these until Sync after an error
-MASKING_TRACKED = frozenset(b"BDECS")  # Bind, Describe, Execute, Close, Sync
+# Frontend messages PostgreSQL answers, besides Query, Parse and FunctionCall (which the
+# guard checks first): the exchange follows them.
+EXCHANGE_KINDS = frozenset((BIND, DESCRIBE, EXECUTE, CLOSE, SYNC))
+SYNC_MESSAGE = Sync()
+# Backend messages that answer no request (or are part of a result the exchange does not
+# need to see): not fed to the exchange, so the row hot path stays a byte copy.
+UNOWNED_KINDS = frozenset((DATA_ROW, COPY_DATA, NOTICE_RESPONSE, PARAMETER_STATUS,
+                           NOTIFICATION_RESPONSE))
 
 # Startup parameters a client may pass through to PostgreSQL. Anything that changes who
 # the session runs as is refused; unknown ones are dropped (a GUC set at startup would
@@ -162,9 +193,10 @@ def _first_error(group: BaseExceptionGroup) -> BaseException:
 class ClientSession:
     """Everything about one client connection."""
 
-    def __init__(self, gateway: Gateway, stream: trio.abc.Stream, peer: str, local_host: str):
-        self.gateway = gateway
-        self.cfg = gateway.cfg
+    def __init__(self, services: Services, stream: trio.abc.Stream, peer: str,
+                 local_host: str):
+        self.services = services
+        self.cfg = services.cfg
         self.client: trio.abc.Stream = stream
         self.client_io = FastIO(stream)
         self.link_io: FastIO | None = None
@@ -183,13 +215,19 @@ class ClientSession:
         self._send_lock = trio.StrictFIFOLock()
         self.bytes_in = 0
         self.bytes_out = 0
-        self.txn_status = "I"
+        # The protocol state: what PostgreSQL owes, which names it knows (wire/exchange).
+        self.exchange = Exchange()
         self.guard: Guard | None = None
         # Errors the backend pump must replace, in order: (marker, replacement bytes).
         self.rewrites: deque[tuple[bytes, bytes]] = deque()
         self.end_reason = "client closed"
         self.state = "startup"
-        self.tap = None  # the session's recorder tap (net/recording.py) when recording is on
+        self.tap: SessionTap | None = None  # when recording is on
+
+    @property
+    def txn_status(self) -> str:
+        """The transaction status of the last ReadyForQuery ('I', 'T' or 'E')."""
+        return self.exchange.txn_status
 
     # --- sending ------------------------------------------------------------------
 
@@ -227,12 +265,15 @@ class ClientSession:
             except trio.TooSlowError:
                 raise StartupTimeout("pgguard: startup timed out") from None
             if greeting is None:
-                await self.gateway.run_admin(self)
+                console = self.services.admin_console
+                assert console is not None
+                await console(self)
                 return
             await self.send_client(greeting)
             self.state = "active"
-            self.gateway.register(self)
-            self.tap = self.gateway.open_tap(self)
+            assert self.link is not None
+            self.services.registry.register(self.link.process_id, self.secret_key, self)
+            self.tap = self._open_tap()
             if self.tap is not None:
                 await self.tap.session_start()
             await self._relay()
@@ -254,8 +295,20 @@ class ClientSession:
             if cleanup.cancelled_caught:
                 log.warning("event=cleanup_timeout session=%s", self.session_id)
 
+    def _open_tap(self) -> SessionTap | None:
+        recorder = self.services.recorder
+        if recorder is None:
+            return None
+        assert self.guard is not None
+        groups = tuple(self.identity.groups) if self.identity else ()
+        info = SessionInfo(self.session_id, self.user or "", groups, self.guard.conn.name,
+                           self.peer, self.tls, self.started)
+        detectors = session_detectors(self.guard.masking, self.cfg.masking, groups)
+        return SessionTap(recorder, info, self.exchange, detectors)
+
     async def _cleanup(self) -> None:
-        self.gateway.unregister(self)
+        key = (self.link.process_id, self.secret_key) if self.link is not None else None
+        self.services.registry.unregister(self, key)
         if self.link is not None:
             try:
                 await self.link.stream.send_all(codec.terminate())
@@ -264,13 +317,15 @@ class ClientSession:
             await trio.aclose_forcefully(self.link.stream)
         if self.lease is not None:
             try:
-                await self.gateway.credentials.source_for(self.lease.role).release(self.lease)
+                await self.services.credentials.source_for(self.lease.role).release(self.lease)
             except Exception:
                 log.exception("event=lease_release_failed session=%s", self.session_id)
         if self.state == "active":
             if self.tap is not None:
-                await self.tap.session_end()
-            await self.gateway.session_ended(self)
+                await self.tap.session_end(self.end_reason, self.bytes_in, self.bytes_out)
+            log.info("event=session_end session=%s user=%s reason=%r bytes_in=%d "
+                     "bytes_out=%d", self.session_id, self.user, self.end_reason,
+                     self.bytes_in, self.bytes_out)
         await trio.aclose_forcefully(self.client)
 
     # --- startup ------------------------------------------------------------------
@@ -299,11 +354,11 @@ class ClientSession:
                     # Bytes after SSLRequest would be read in clear and trusted as if they
                     # came over TLS (CVE-2021-23222 class): drop the client.
                     raise ProtocolViolation("data received after SSLRequest")
-                if self.tls or self.gateway.server_ssl is None:
+                if self.tls or self.services.server_ssl is None:
                     await self.client.send_all(b"N")
                     continue
                 await self.client.send_all(b"S")
-                tls = trio.SSLStream(self.client, self.gateway.server_ssl, server_side=True)
+                tls = trio.SSLStream(self.client, self.services.server_ssl, server_side=True)
                 await tls.do_handshake()
                 self.client = tls
                 self.client_io = FastIO(tls)
@@ -315,7 +370,7 @@ class ClientSession:
                 await self.client.send_all(b"N")
                 continue
             if isinstance(packet, CancelRequest):
-                await self.gateway.cancel(packet.process_id, packet.secret_key)
+                await self.services.registry.cancel(packet.process_id, packet.secret_key)
                 return None
             assert isinstance(packet, StartupMessage)
             rest = framer.take_rest()
@@ -340,7 +395,7 @@ class ClientSession:
         await self.send_client(codec.authentication(AUTH_CLEARTEXT))
         msg = await self._receive_password()
         token = msg.data.rstrip(b"\0").decode("utf-8", "replace").strip()
-        self.identity = await self.gateway.verifier.verify(token, self.user)
+        self.identity = await self.services.verifier.verify(token, self.user)
         log.info("event=authenticated session=%s user=%s groups=%s peer=%s tls=%s db=%s",
                  self.session_id, self.user, ",".join(self.identity.groups), self.peer,
                  self.tls, self.database)
@@ -379,13 +434,13 @@ class ClientSession:
         if conn is None:
             raise UnknownConnection(f"pgguard: no connection named {self.database!r}")
         assert self.identity is not None
-        guard = self.gateway.guard_for(conn, self.identity, self)
+        guard = guard_for(self.services, conn, self.identity, self)
         if guard is None:
             raise NotPermitted(f"pgguard: user {self.user!r} has no grant on connection "
                                f"{conn.name!r}")
         self.guard = guard
         params = self._upstream_params(startup)
-        source = self.gateway.credentials.source_for(guard.vault_role)
+        source = self.services.credentials.source_for(guard.vault_role)
         self.lease = await source.acquire(conn, guard.vault_role, self.user or "")
         self.lease.role = guard.vault_role
         try:
@@ -411,7 +466,7 @@ class ClientSession:
     async def _relay(self) -> None:
         assert self.link is not None and self.lease is not None
         self.link_io = FastIO(self.link.stream)
-        source = self.gateway.credentials.source_for(self.lease.role)
+        source = self.services.credentials.source_for(self.lease.role)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._pump_frontend, nursery.cancel_scope)
@@ -420,7 +475,7 @@ class ClientSession:
         except BaseExceptionGroup as group:
             raise _first_error(group) from None
 
-    async def _watch_lease(self, source, scope: trio.CancelScope) -> None:
+    async def _watch_lease(self, source: CredentialSource, scope: trio.CancelScope) -> None:
         assert self.lease is not None
         async with trio.open_nursery() as n:
             n.start_soon(source.keep_alive, self.lease)
@@ -430,7 +485,8 @@ class ClientSession:
         await self.send_error(CredentialsExpired("pgguard: credentials expired"))
         scope.cancel()
 
-    async def _send_upstream(self, data: bytes) -> None:
+    async def send_upstream(self, data: bytes) -> None:
+        """Send bytes to PostgreSQL (the frontend pump's, and masking's own queries)."""
         assert self.link_io is not None
         await self.link_io.send_all(data)
 
@@ -439,7 +495,9 @@ class ClientSession:
         guard = self.guard
         assert guard is not None
         observe = guard.observes_results
-        skipping = False
+        exchange = self.exchange
+        send_upstream = self.send_upstream
+        full_binds = observe or self.tap is not None
         while True:
             out = _Outgoing(framer.buf)
             while (frame := framer.next_frame()) is not None:
@@ -448,50 +506,65 @@ class ClientSession:
                 if k not in READY_KINDS:
                     expect(Phase.READY, k)  # raises ProtocolViolation
                 replacement: bytes | None = None
-                if skipping:
-                    if k in SKIPPED_AFTER_ERROR:
-                        replacement = b""
-                    elif k == 0x53:  # Sync
-                        skipping = False
-                elif k == 0x51 or k == 0x50 or k == 0x46:  # Query, Parse, FunctionCall
+                if k == QUERY or k == PARSE or k == FUNCTION_CALL:
                     msg = framer.decode(kind, start, end)
                     if observe and guard.wants_catalog(msg):
                         # Masking reloads the catalog (after DDL) before planning: what
                         # came before must reach PostgreSQL and be answered first.
                         if pending := out.take():
-                            await self._send_upstream(pending)
+                            await send_upstream(pending)
                         await guard.reload_catalog()
                     verdict = guard.check(msg)
+                    sent = msg
                     if verdict is not None:
                         if verdict.hold:
                             # Send what came before, then wait for a human.
                             if pending := out.take():
-                                await self._send_upstream(pending)
+                                await send_upstream(pending)
                             verdict = await guard.wait_for_approval(verdict)
                         if verdict.refuse is not None:
-                            replacement = self._refusal(kind, msg, verdict)
-                            skipping = k == 0x50
-                    guard.note_sent(msg, verdict)
+                            replacement, sent = self._refusal(kind, msg, verdict)
+                    notes: dict = {}
+                    effects = guard.note_sent(msg, verdict, notes)
+                    exchange.client_sent(sent, notes, effects)
+                    if sent is not msg and k == PARSE:
+                        exchange.expect_failure()  # the marker fails: skip to Sync
                     if self.tap is not None:
-                        await self.tap.statement(msg, verdict)
-                elif k == 0x42 and self.tap is not None:  # Bind: parameters for the record
-                    await self.tap.bind(framer.decode(kind, start, end))
-                elif k == 0x58:  # Terminate
+                        await self.tap.statement(msg, verdict, notes, guard.last_decision)
+                elif k in EXCHANGE_KINDS:
+                    if exchange.skipping and k != SYNC:
+                        # PostgreSQL discards it until Sync (after an error, or a refused
+                        # Parse): it need not even see it.
+                        replacement = b""
+                    else:
+                        if k == SYNC:
+                            msg = SYNC_MESSAGE
+                        elif k == BIND and not full_binds:
+                            # Only the names matter when nobody reads the parameters.
+                            msg = framer.decode_bind_names(start, end)
+                        else:
+                            msg = framer.decode(kind, start, end)
+                        notes = {}
+                        if k == BIND and self.tap is not None:  # parameters for the record
+                            await self.tap.bind(msg)
+                        if observe:
+                            # Masking notes statements and portals; it may add a Describe
+                            # before an Execute.
+                            replacement = guard.on_frontend(msg, notes,
+                                                            bytes(framer.buf[start:end]))
+                        exchange.client_sent(msg, notes)
+                elif k == TERMINATE:
                     out.put(codec.terminate())
-                    await self._send_upstream(out.take())
+                    await send_upstream(out.take())
                     self.end_reason = "client terminated"
                     scope.cancel()
                     return
-                if observe and replacement is None and k in MASKING_TRACKED:
-                    # Masking maps each result to its plan through statements, portals
-                    # and Syncs; it may add a Describe before an Execute.
-                    replacement = guard.on_frontend(kind, framer, start, end)
                 if replacement is None:
                     out.keep(start, end)
                 else:
                     out.put(replacement)
             if pending := out.take():
-                await self._send_upstream(pending)
+                await send_upstream(pending)
             data = await self._receive_client()
             if not data:
                 self.end_reason = "client disconnected"
@@ -499,24 +572,26 @@ class ClientSession:
                 return
             framer.feed(data)
 
-    def _refusal(self, kind: bytes, msg, verdict: Verdict) -> bytes:
+    def _refusal(self, kind: bytes, msg: Query | Parse | FunctionCall, verdict: Verdict
+                 ) -> tuple[bytes, Query | Parse]:
         """Replace a refused statement with one that fails in PostgreSQL's parser.
 
         Sending a statement that fails upstream (and rewriting its error on the way back)
         keeps every pipelined response in order and fails an open transaction exactly as
         PostgreSQL would, without the refused text ever reaching the database.
+
+        Returns:
+            The bytes to send and the message they are.
         """
         marker = f"pgguard_refused_{secrets.token_hex(6)}"
         exc = verdict.refuse
         assert exc is not None
         self.rewrites.append((marker.encode(), codec.error_response(
             "ERROR", exc.sqlstate, exc.message, exc.detail, exc.hint)))
-        if kind == b"Q":
-            return codec.query(marker)
-        if kind == b"P":
-            return codec.parse(msg.name, marker)
+        if kind[0] == PARSE:
+            return codec.parse(msg.name, marker), Parse(msg.name, marker, ())
         # FunctionCall has no SQL to replace: run the marker as a simple query instead.
-        return codec.query(marker)
+        return codec.query(marker), Query(marker)
 
     async def _pump_backend(self, scope: trio.CancelScope) -> None:
         assert self.link is not None
@@ -526,6 +601,7 @@ class ClientSession:
         guard = self.guard
         assert guard is not None
         observe = guard.observes_results
+        exchange = self.exchange
         while True:
             buf = framer.buf
             out = _Outgoing(buf)
@@ -533,14 +609,21 @@ class ClientSession:
                 kind, start, end = frame
                 k = kind[0]
                 replacement: bytes | None = None
-                if k == 0x5A:  # ReadyForQuery
-                    self.txn_status = chr(buf[start + 5])
-                elif k == 0x53:  # ParameterStatus
+                req = None
+                if k not in UNOWNED_KINDS:
+                    if k == READY_FOR_QUERY:
+                        msg = ReadyForQuery(chr(buf[start + 5]))
+                    elif k == COMMAND_COMPLETE:
+                        msg = framer.decode(kind, start, end)
+                    else:
+                        msg = None
+                    req = exchange.server_sent(k, msg)
+                    if k == ERROR_RESPONSE and self.rewrites:
+                        replacement = self._rewritten_error(buf, start, end)
+                elif k == PARAMETER_STATUS:
                     self._parameter_status(framer.decode(kind, start, end))
-                elif k == 0x45 and self.rewrites:  # ErrorResponse
-                    replacement = self._rewritten_error(buf, start, end)
                 if observe:
-                    replacement = guard.on_backend(kind, framer, start, end, replacement)
+                    replacement = guard.on_backend(kind, framer, start, end, replacement, req)
                 if replacement is None:
                     out.keep(start, end)
                 else:
@@ -571,7 +654,7 @@ class ClientSession:
                 return rewritten
         return None
 
-    def _parameter_status(self, msg) -> None:
+    def _parameter_status(self, msg: ParameterStatus) -> None:
         if msg.name == "standard_conforming_strings" and self.guard is not None:
             # With it off, backslashes in literals parse differently: policy must know.
             self.guard.standard_strings = msg.value == "on"

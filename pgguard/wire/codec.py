@@ -394,6 +394,18 @@ def decode_backend(kind: bytes, buf, start: int, end: int) -> Message:
     return decode(kind, buf, start, end, BACKEND_DECODERS)
 
 
+def bind_names(buf, start: int, end: int) -> Bind:
+    """The portal and statement names of the Bind at *start*, without its parameters
+    (what the protocol state needs when nobody reads the values).
+
+    Raises:
+        ProtocolError: the names are not terminated inside the message.
+    """
+    r = _Reader(buf, start + 5, end)
+    portal = r.cstring()
+    return Bind(portal, r.cstring(), (), (), ())
+
+
 # --- encoders ---------------------------------------------------------------------------
 
 def _cstr(s: str) -> bytes:

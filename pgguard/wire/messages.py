@@ -7,6 +7,7 @@ Only messages the gateway reads or writes itself get a class; everything else st
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Final
 
 PROTOCOL_3_0 = 196608
 SSL_REQUEST_CODE = 80877103
@@ -20,6 +21,53 @@ AUTH_MD5 = 5
 AUTH_SASL = 10
 AUTH_SASL_CONTINUE = 11
 AUTH_SASL_FINAL = 12
+
+
+# --- message kinds: the type byte, by name ---------------------------------------------
+# Plain ints, compared against ``kind[0]`` in the pumps' hot loops. Frontend and backend
+# reuse some bytes ('D' is Describe one way, DataRow the other), never a name.
+
+# Frontend (client -> server).
+QUERY: Final = 0x51                  # 'Q'
+PARSE: Final = 0x50                  # 'P'
+BIND: Final = 0x42                   # 'B'
+DESCRIBE: Final = 0x44               # 'D'
+EXECUTE: Final = 0x45                # 'E'
+CLOSE: Final = 0x43                  # 'C'
+SYNC: Final = 0x53                   # 'S'
+FLUSH: Final = 0x48                  # 'H'
+FUNCTION_CALL: Final = 0x46          # 'F'
+TERMINATE: Final = 0x58              # 'X'
+PASSWORD: Final = 0x70               # 'p' (also SASLInitialResponse, SASLResponse)
+COPY_FAIL: Final = 0x66              # 'f'
+
+# Both directions.
+COPY_DATA: Final = 0x64              # 'd'
+COPY_DONE: Final = 0x63              # 'c'
+
+# Backend (server -> client).
+AUTHENTICATION: Final = 0x52         # 'R'
+BACKEND_KEY_DATA: Final = 0x4B       # 'K'
+PARAMETER_STATUS: Final = 0x53       # 'S'
+READY_FOR_QUERY: Final = 0x5A        # 'Z'
+ERROR_RESPONSE: Final = 0x45         # 'E'
+NOTICE_RESPONSE: Final = 0x4E        # 'N'
+NOTIFICATION_RESPONSE: Final = 0x41  # 'A'
+ROW_DESCRIPTION: Final = 0x54        # 'T'
+DATA_ROW: Final = 0x44               # 'D'
+COMMAND_COMPLETE: Final = 0x43       # 'C'
+EMPTY_QUERY_RESPONSE: Final = 0x49   # 'I'
+PARSE_COMPLETE: Final = 0x31         # '1'
+BIND_COMPLETE: Final = 0x32          # '2'
+CLOSE_COMPLETE: Final = 0x33         # '3'
+NO_DATA: Final = 0x6E                # 'n'
+PARAMETER_DESCRIPTION: Final = 0x74  # 't'
+PORTAL_SUSPENDED: Final = 0x73       # 's'
+COPY_IN_RESPONSE: Final = 0x47       # 'G'
+COPY_OUT_RESPONSE: Final = 0x48      # 'H'
+COPY_BOTH_RESPONSE: Final = 0x57     # 'W'
+FUNCTION_CALL_RESPONSE: Final = 0x56  # 'V'
+NEGOTIATE_PROTOCOL_VERSION: Final = 0x76  # 'v'
 
 
 # --- startup phase (no type byte) -------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 from enum import Enum
 
 from ..errors import ProtocolViolation
+from .messages import PASSWORD
 
 
 class Phase(Enum):
@@ -17,7 +18,7 @@ class Phase(Enum):
 
 
 ALLOWED: dict[Phase, frozenset[int]] = {
-    Phase.AUTHENTICATING: frozenset(b"p"),
+    Phase.AUTHENTICATING: frozenset((PASSWORD,)),
     # 'p' after authentication would be a second password: PostgreSQL rejects it too.
     # CopyData/CopyDone/CopyFail are admitted outside COPY too: PostgreSQL ignores them
     # there, and drivers send them after a COPY ended in an error.

@@ -92,13 +92,11 @@ class ThreadGateway:
         return self
 
     def _run(self) -> None:
-        from pgguard.net.listener import Gateway
-        from pgguard.runtime import attach_components
+        from pgguard.app import build_gateway
 
         async def main() -> None:
             self._token = trio.lowlevel.current_trio_token()
-            gw = Gateway(self.cfg)
-            attach_components(gw)
+            gw = build_gateway(self.cfg)
             if self.attach:
                 self.attach(gw)
             self.gateway = gw

@@ -11,8 +11,14 @@ import struct
 from typing import Final
 
 from ..errors import ProtocolViolation
-from .codec import ProtocolError, decode_backend, decode_frontend, decode_startup
-from .messages import Message, StartupPacket
+from .codec import (
+    ProtocolError,
+    bind_names,
+    decode_backend,
+    decode_frontend,
+    decode_startup,
+)
+from .messages import Bind, Message, StartupPacket
 
 
 class NeedData:
@@ -96,6 +102,18 @@ class Framer:
             return decode_frontend(kind, self.buf, start, end)
         except ProtocolError as exc:
             raise ProtocolViolation(f"malformed {kind!r} message: {exc}") from None
+
+
+    def decode_bind_names(self, start: int, end: int) -> Bind:
+        """The Bind at *start* with its names only (see :func:`codec.bind_names`).
+
+        Raises:
+            ProtocolViolation: the names are malformed.
+        """
+        try:
+            return bind_names(self.buf, start, end)
+        except ProtocolError as exc:
+            raise ProtocolViolation(f"malformed b'B' message: {exc}") from None
 
 
 class StartupFramer:
