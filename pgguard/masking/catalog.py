@@ -18,7 +18,7 @@ SYSTEM_SCHEMAS = frozenset({"pg_catalog", "information_schema"})
 # One statement, one result set of six text columns, so the gateway can run it with a
 # simple Query and collect text-format DataRows. Kinds: r relation, a column, f user
 # function, t user type, s search_path entry, o user operator, y name of a user type or of
-# a type a user function casts to.
+# a type a user function casts to, l row-level security policy expressions of a relation.
 CATALOG_QUERY = """\
 SELECT 'r', c.oid::text, n.nspname::text, c.relname::text, c.relkind::text,
        CASE WHEN c.relkind IN ('v', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
@@ -54,6 +54,11 @@ SELECT DISTINCT 'y', NULL, n.nspname::text, t.typname::text, NULL, NULL
                    JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace
                   WHERE pn.nspname NOT IN ('pg_catalog', 'information_schema'))
 UNION ALL
+SELECT 'l', p.polrelid::text, NULL, pg_catalog.pg_get_expr(p.polqual, p.polrelid),
+       pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid), NULL
+  FROM pg_catalog.pg_policy p JOIN pg_catalog.pg_class c ON c.oid = p.polrelid
+ WHERE c.relrowsecurity
+UNION ALL
 SELECT 's', s.ord::text, s.nsp::text, NULL, NULL, NULL
   FROM unnest(pg_catalog.current_schemas(true)) WITH ORDINALITY AS s(nsp, ord)
 """
@@ -69,6 +74,8 @@ class Relation:
     kind: str
     columns: tuple[tuple[int, str, int], ...] = ()   # (attnum, name, type oid)
     definition: str | None = field(default=None, repr=False)
+    # Expressions of its row-level security policies (USING and WITH CHECK), when enabled.
+    policies: tuple[str, ...] = field(default=(), repr=False)
 
     @property
     def is_view(self) -> bool:
@@ -159,6 +166,7 @@ class SqlCatalog:
         path: list[tuple[int, str]] = []
         ops: list[tuple[str, str]] = []
         tnames: list[tuple[str, str]] = []
+        policies: dict[int, list[str]] = {}
         for kind, a, b, c, d, e in rows:
             if kind == "r":
                 rels[int(a)] = {"schema": b, "name": c, "kind": d, "definition": e}
@@ -174,11 +182,13 @@ class SqlCatalog:
                 ops.append((b, c))
             elif kind == "y":
                 tnames.append((b, c))
+            elif kind == "l":
+                policies.setdefault(int(a), []).extend(x for x in (c, d) if x)
         relations = []
         for oid, r in rels.items():
             columns = tuple(sorted(cols.get(oid, ())))
             relations.append(Relation(oid, r["schema"], r["name"], r["kind"], columns,
-                                      r["definition"]))
+                                      r["definition"], tuple(policies.get(oid, ()))))
         return cls(relations, funcs, types, [s for _, s in sorted(path)], ops, tnames)
 
     def relation_by_oid(self, oid: int) -> Relation | None:

@@ -454,7 +454,30 @@ class Planner:
         for cname in primary.column_names():
             cols.append((cname, union(self._relation_column(r, cname) for r in rels
                                       if cname in r.column_names())))
+        for r in rels:
+            self._policies(r)
         return Rte(alias or relname, rename(cols, colnames), None, primary)
+
+    def _policies(self, rel: Relation) -> None:
+        """Row-level security policies run when *rel* is read: user code, sinks or
+        unproven data they would give masked columns refuse the statement, like the same
+        expression written in it (the policies are the owner's filters, not the user's
+        predicates)."""
+        if not rel.policies:
+            return
+        own = Rte(rel.name, [(c, Lin(frozenset({(rel.schema, rel.name, c)})))
+                             for c in rel.column_names()], None, rel)
+        pred = set(self.found.pred)
+        try:
+            for text in rel.policies:
+                stmts = parse(f"SELECT ({text})").statements
+                if len(stmts) != 1:
+                    raise Refused(f"a row-level security policy of {rel.name} cannot be "
+                                  f"verified")
+                target = _node(stmts[0].node)[1]["targetList"][0]["ResTarget"]["val"]
+                self._expr(target, Scope(rtes=[own]), Ctes())
+        finally:
+            self.found.pred = pred
 
     def _relation_column(self, rel: Relation, cname: str) -> Lin:
         if rel.schema in SYSTEM_SCHEMAS:
