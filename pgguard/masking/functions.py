@@ -127,7 +127,7 @@ SINK_FUNCTIONS = _names("""
     pg_advisory_unlock_all pg_advisory_xact_lock pg_advisory_xact_lock_shared
     pg_try_advisory_lock pg_try_advisory_lock_shared pg_try_advisory_xact_lock
     pg_try_advisory_xact_lock_shared
-    lo_from_bytea lo_put lowrite lo_create lo_creat lo_import lo_export lo_open lo_close
+    lo_from_bytea lo_put lowrite lo_create lo_creat lo_import lo_export
     lo_lseek lo_lseek64 lo_truncate lo_truncate64 lo_unlink
     pg_logical_emit_message pg_logical_slot_get_changes pg_logical_slot_get_binary_changes
     pg_logical_slot_peek_changes pg_logical_slot_peek_binary_changes
@@ -266,14 +266,14 @@ REVIEWED_PURE = _names("""
     txid_current txid_current_if_assigned txid_current_snapshot
     now transaction_timestamp statement_timestamp clock_timestamp timeofday
     random random_normal array_sample array_shuffle gen_random_uuid uuidv4 uuidv7
-    currval lastval pg_sequence_last_value lo_tell lo_tell64
+    currval lastval pg_sequence_last_value lo_open lo_close lo_tell lo_tell64
 """)
 
 # Reviewed VOLATILE builtins that take arguments and do not store them (every other
 # volatile builtin with arguments is a sink; the test checks it against pg_proc).
 VOLATILE_NOT_STORING = _names("""
     random random_normal array_sample array_shuffle uuidv7 currval pg_sequence_last_value
-    lo_tell lo_tell64 lo_get loread pg_get_sequence_data
+    lo_open lo_close lo_tell lo_tell64 lo_get loread pg_get_sequence_data
     pg_database_size pg_indexes_size pg_relation_size pg_table_size pg_tablespace_size
     pg_total_relation_size pg_partition_ancestors pg_partition_tree
     pg_collation_actual_version pg_database_collation_actual_version
