@@ -25,6 +25,10 @@ CREATE OPERATOR ### (rightarg = text, function = leak);
 CREATE OPERATOR %%% (leftarg = text, rightarg = text, function = leak2);
 CREATE SCHEMA ops;
 CREATE OPERATOR ops.=== (leftarg = text, rightarg = text, function = leak2);
+CREATE FUNCTION leak_lt(a text, b text) RETURNS boolean LANGUAGE sql
+    AS 'INSERT INTO loot VALUES (a) RETURNING a < b';
+CREATE OPERATOR === (leftarg = text, rightarg = text, function = leak_lt);
+CREATE OPERATOR = (leftarg = text, rightarg = text, function = leak_lt);
 CREATE DOMAIN checked AS text CHECK (leak_check(VALUE));
 CREATE TYPE boxed AS (v text);
 CREATE FUNCTION unbox(boxed) RETURNS text LANGUAGE sql AS 'SELECT leak($1.v)';
@@ -96,6 +100,12 @@ def test_catalog_knows_user_operators_and_types(catalog):
     "SELECT ssn === 'x' FROM users",
     "SELECT id FROM users WHERE ### ssn IS NOT NULL",
     "SELECT id FROM users ORDER BY ssn %%% 'x'",
+    "SELECT id FROM users ORDER BY ssn USING ===",
+    "SELECT row_number() OVER (ORDER BY email USING ===) FROM users",
+    "SELECT string_agg(id::varchar, ',' ORDER BY ssn USING ===) FROM users",
+    "SELECT CASE ssn WHEN 'a' THEN 1 END FROM users",
+    "SELECT id FROM users WHERE ssn = ANY (SELECT body FROM notes)",
+    "SELECT id FROM users WHERE ssn IN ('a', 'b')",
     "SELECT ssn::checked FROM users",
     "SELECT CAST(ssn AS public.checked) FROM users",
     "SELECT ROW(ssn)::boxed::text FROM users",

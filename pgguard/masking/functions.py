@@ -368,7 +368,8 @@ def _qualified(parts: list[str]) -> tuple[str | None, str]:
 def hidden_user_code(kind: str, body: dict, catalog: Catalog) -> str | None:
     """The user code an expression node runs with no function name in sight, or None.
 
-    An operator (``a ### b``, ``x IN (…)``, ``BETWEEN``, ``CASE x WHEN``, ``= ANY (…)``) may
+    An operator (``a ### b``, ``x IN (…)``, ``BETWEEN``, ``CASE x WHEN``, ``= ANY (…)``,
+    ``ORDER BY x USING ###`` where the walk passes the SortBy here) may
     be a user-defined one when an operator of that name exists outside ``pg_catalog``;
     a cast may run user code when its target is a user-defined type or domain (domain
     checks, input functions) or a type a user function casts to. The catalog, not the
@@ -393,6 +394,8 @@ def hidden_user_code(kind: str, body: dict, catalog: Catalog) -> str | None:
         ops = [_qualified(_node_names(body["operName"]))]
     elif kind == "CaseExpr" and body.get("arg"):
         ops = [(None, "=")]
+    elif kind == "SortBy" and body.get("useOp"):
+        ops = [_qualified(_node_names(body["useOp"]))]
     elif kind == "TypeCast":
         parts = _node_names((body.get("typeName") or {}).get("names", []))
         if parts:

@@ -309,7 +309,11 @@ class Planner:
     def _order(self, body: dict, res: Result, scope: Scope | None, ctes: Ctes) -> None:
         for s in body.get("sortClause", []):
             node = s["SortBy"]["node"]
-            self._predicate(self._sortref(node, res, scope or Scope(), ctes))
+            lin = self._sortref(node, res, scope or Scope(), ctes)
+            self._predicate(lin)
+            code = hidden_user_code("SortBy", s["SortBy"], self.catalog)
+            if code is not None:
+                self._user_code(code, lin)      # ORDER BY x USING <user operator>
         for key in ("limitCount", "limitOffset"):
             if body.get(key):
                 self._expr(body[key], scope or Scope(), ctes)
@@ -631,13 +635,8 @@ class Planner:
         code = hidden_user_code(kind, body, self.catalog)
         if code is not None:
             # An operator or cast of the user's: user code, like a user function.
-            lin = (self._sublink(body, scope, ctes) if kind == "SubLink"
-                   else self._generic(body, scope, ctes))
-            refused = refusal(Kind.UNKNOWN, code, lin, self.rules)
-            if refused:
-                raise Refused(refused)
-            self.found.opaque_calls = True
-            return Lin(mixed=lin.origins, opaque=f"{code} runs user code")
+            return self._user_code(code, self._sublink(body, scope, ctes) if kind == "SubLink"
+                                   else self._generic(body, scope, ctes))
         if kind == "CollateClause":
             return self._expr(body.get("arg"), scope, ctes)
         if kind == "FuncCall":
@@ -661,6 +660,15 @@ class Planner:
         if kind == "ResTarget":
             return self._expr(body.get("val"), scope, ctes)
         return self._generic(body, scope, ctes)
+
+    def _user_code(self, code: str, lin: Lin) -> Lin:
+        """The value of user code (*code*: ``operator ###``) given *lin*: refused when
+        *lin* may be masked (the code may store it), unproven otherwise."""
+        refused = refusal(Kind.UNKNOWN, code, lin, self.rules)
+        if refused:
+            raise Refused(refused)
+        self.found.opaque_calls = True
+        return Lin(mixed=lin.origins, opaque=f"{code} runs user code")
 
     def _generic(self, body: dict, scope: Scope, ctes: Ctes, skip: tuple[str, ...] = ()
                  ) -> Lin:
