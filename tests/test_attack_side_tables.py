@@ -30,6 +30,9 @@ CREATE FUNCTION leak_check(t text) RETURNS boolean LANGUAGE sql
 CREATE OPERATOR ### (rightarg = text, function = leak);
 CREATE DOMAIN checked AS text CHECK (leak_check(VALUE));
 CREATE VIEW leaky AS SELECT id, leak(ssn) AS x FROM users;
+CREATE TABLE guarded AS SELECT id, email FROM users;
+CREATE POLICY snoop ON guarded USING (leak(email) IS NOT NULL);
+ALTER TABLE guarded ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
 """
 
 
@@ -254,6 +257,9 @@ def test_every_sink_refuses_masked_or_untraced_data(writer, attack_db, needles, 
     "SELECT CAST(phone AS checked) IS NULL FROM users WHERE id = 1",
     "SELECT x FROM leaky WHERE id = 1",
     "SELECT id FROM leaky",
+    # a row-level security policy runs on every row read
+    "SELECT id FROM guarded",
+    "SELECT count(*) FROM guarded",
 ])
 @pytest.mark.usefixtures("empty_loot")
 def test_user_code_given_masked_data_is_refused(writer, attack_db, needles, sql, mode):
@@ -261,6 +267,16 @@ def test_user_code_given_masked_data_is_refused(writer, attack_db, needles, sql,
     stored = [v for (v,) in attack_db.query("SELECT v FROM loot")]
     assert not leaks(stored, needles), "user code stored a clear value"
     assert out.sqlstate == "42501" and MASKED in out.message, out.texts[:2]
+
+
+@pytest.mark.usefixtures("empty_loot")
+def test_the_user_code_probes_are_real(attack_db, needles):
+    """Run directly, the same user code stores clear values."""
+    with psycopg.connect(attack_db.owner_dsn(), autocommit=True) as conn:
+        conn.execute("SELECT id FROM guarded").fetchall()
+        conn.execute("SELECT ### name FROM users WHERE id = 1").fetchall()
+    stored = [v for (v,) in attack_db.query("SELECT v FROM loot")]
+    assert len(leaks(stored, needles)) >= 2
 
 
 @pytest.mark.usefixtures("empty_loot")
