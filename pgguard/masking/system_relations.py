@@ -6,7 +6,7 @@ A system relation's columns are clean only when the relation is listed in
 static server facts or activity counters, none of which is a table value or another
 session's text. Everything else (other sessions' query texts, addresses, certificate
 names, application names and locks, replication slot and origin names, prepared
-transaction ids, sequence values, large objects, statistics that hold copies of values,
+transaction ids, large objects, statistics that hold copies of values,
 server files, stored passwords and connection strings, and any relation a newer
 PostgreSQL adds) is unproven: masked when rules exist. ``tests/test_masking_functions.py``
 checks the lists against ``pg_class``.
@@ -28,7 +28,7 @@ VALUE_CARRYING = _names("""
     pg_stat_progress_cluster pg_stat_progress_copy pg_stat_progress_create_index
     pg_stat_progress_vacuum pg_stat_statements pg_stat_statements_info
     pg_locks pg_prepared_xacts pg_prepared_statements pg_cursors pg_replication_slots
-    pg_replication_origin pg_replication_origin_status pg_sequences pg_largeobject
+    pg_replication_origin pg_replication_origin_status pg_largeobject
     pg_largeobject_metadata pg_stats pg_stats_ext pg_stats_ext_exprs pg_statistic
     pg_statistic_ext_data pg_file_settings pg_hba_file_rules pg_ident_file_mappings
     pg_backend_memory_contexts pg_shmem_allocations pg_shmem_allocations_numa pg_aios
@@ -36,7 +36,8 @@ VALUE_CARRYING = _names("""
     pg_subscription_rel user_mappings user_mapping_options _pg_user_mappings
 """)
 
-# Catalog definitions, this session's settings, static facts and counters.
+# Catalog definitions, this session's settings, static facts and counters (sequence values
+# are counters: setval() with masked data is refused, like every sink).
 CLEAN_SYSTEM_RELATIONS = _names("""
     pg_aggregate pg_am pg_amop pg_amproc pg_attrdef pg_attribute pg_auth_members
     pg_available_extension_versions pg_available_extensions pg_cast pg_class pg_collation
@@ -46,7 +47,7 @@ CLEAN_SYSTEM_RELATIONS = _names("""
     pg_init_privs pg_language pg_matviews pg_namespace pg_opclass pg_operator pg_opfamily
     pg_parameter_acl pg_partitioned_table pg_policies pg_policy pg_proc pg_publication
     pg_publication_namespace pg_publication_rel pg_publication_tables pg_range pg_rewrite
-    pg_roles pg_rules pg_seclabel pg_seclabels pg_sequence pg_settings pg_shdepend
+    pg_roles pg_rules pg_seclabel pg_seclabels pg_sequence pg_sequences pg_settings pg_shdepend
     pg_shdescription pg_shseclabel pg_statistic_ext pg_tables pg_tablespace
     pg_timezone_abbrevs pg_timezone_names pg_transform pg_trigger pg_ts_config
     pg_ts_config_map pg_ts_dict pg_ts_parser pg_ts_template pg_type pg_user pg_views
