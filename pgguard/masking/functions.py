@@ -33,6 +33,8 @@ from collections.abc import Set
 from typing import Protocol
 
 from ..sql.nodes import names as _node_names
+from ..sql.nodes import node as _node
+from ..sql.parse import parse
 from .catalog import Catalog
 from .immutable_builtins import IMMUTABLE_BUILTINS
 from .rules import RuleSet
@@ -406,3 +408,21 @@ def hidden_user_code(kind: str, body: dict, catalog: Catalog) -> str | None:
         if catalog.is_user_operator(op, schema):
             return f"operator {op}"
     return None
+
+
+def policy_expressions(texts: tuple[str, ...]) -> list[dict] | None:
+    """The parse nodes of row-level security policy expressions (``pg_get_expr`` text).
+
+    Returns:
+        One expression node per text, or None when one does not parse as one expression.
+    """
+    nodes = []
+    for text in texts:
+        stmts = parse(f"SELECT ({text})").statements
+        if len(stmts) != 1:
+            return None
+        targets = _node(stmts[0].node)[1].get("targetList") or []
+        if len(targets) != 1:
+            return None
+        nodes.append(targets[0]["ResTarget"]["val"])
+    return nodes

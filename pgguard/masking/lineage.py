@@ -20,7 +20,7 @@ from ..sql.nodes import names as _names
 from ..sql.nodes import node as _node
 from ..sql.parse import parse
 from .catalog import SYSTEM_SCHEMAS, Catalog, Relation
-from .functions import Kind, hidden_user_code, is_traced, kind_of, refusal
+from .functions import Kind, hidden_user_code, is_traced, kind_of, policy_expressions, refusal
 from .plan import (
     CLEAN,
     DDL_NODES,
@@ -463,23 +463,17 @@ class Planner:
         return Rte(alias or relname, rename(cols, colnames), None, primary)
 
     def _policies(self, rel: Relation) -> None:
-        """Row-level security policies run when *rel* is read: user code, sinks or
-        unproven data they would give masked columns refuse the statement, like the same
-        expression written in it (the policies are the owner's filters, not the user's
-        predicates)."""
-        if not rel.policies:
-            return
+        """*rel*'s row-level security policies run when it is read: checked as expressions
+        (the owner's filters, not the user's predicates)."""
+        nodes = policy_expressions(rel.policies)
+        if nodes is None:
+            raise Refused(f"a row-level security policy of {rel.name} cannot be verified")
         own = Rte(rel.name, [(c, Lin(frozenset({(rel.schema, rel.name, c)})))
                              for c in rel.column_names()], None, rel)
         pred = set(self.found.pred)
         try:
-            for text in rel.policies:
-                stmts = parse(f"SELECT ({text})").statements
-                if len(stmts) != 1:
-                    raise Refused(f"a row-level security policy of {rel.name} cannot be "
-                                  f"verified")
-                target = _node(stmts[0].node)[1]["targetList"][0]["ResTarget"]["val"]
-                self._expr(target, Scope(rtes=[own]), Ctes())
+            for node in nodes:
+                self._expr(node, Scope(rtes=[own]), Ctes())
         finally:
             self.found.pred = pred
 
@@ -521,8 +515,7 @@ class Planner:
                     lins = [allv] * len(names)
                 cols = list(zip(names, lins, strict=True))
             except Refused as exc:
-                # The view's code runs when it is read: what it would do with masked data
-                # (a sink, user code) refuses the statement that reads it.
+                # The view's code runs when it is read (a sink, user code given masked data).
                 raise Refused(f"view {rel.name}: {exc.reason}") from None
             except Exception:
                 cols = [(n, unproven(f"view {rel.name} cannot be parsed")) for n in names]
@@ -633,8 +626,7 @@ class Planner:
         if kind == "ColumnRef":
             return self._column(_names(body.get("fields", [])), scope)
         code = hidden_user_code(kind, body, self.catalog)
-        if code is not None:
-            # An operator or cast of the user's: user code, like a user function.
+        if code is not None:  # an operator or a cast of the user's
             return self._user_code(code, self._sublink(body, scope, ctes) if kind == "SubLink"
                                    else self._generic(body, scope, ctes))
         if kind == "CollateClause":
@@ -662,8 +654,7 @@ class Planner:
         return self._generic(body, scope, ctes)
 
     def _user_code(self, code: str, lin: Lin) -> Lin:
-        """The value of user code (*code*: ``operator ###``) given *lin*: refused when
-        *lin* may be masked (the code may store it), unproven otherwise."""
+        """User code (``operator ###``) given *lin*: refused when masked, else unproven."""
         refused = refusal(Kind.UNKNOWN, code, lin, self.rules)
         if refused:
             raise Refused(refused)
