@@ -20,7 +20,7 @@ from ..sql.nodes import names as _names
 from ..sql.nodes import node as _node
 from ..sql.parse import parse
 from .catalog import SYSTEM_SCHEMAS, Catalog, Relation
-from .functions import Kind, hidden_user_code, is_traced, kind_of, policy_expressions, refusal
+from .functions import Kind, hidden_user_code, is_traced, kind_of, refusal
 from .plan import (
     CLEAN,
     DDL_NODES,
@@ -51,6 +51,7 @@ from .plan import (
 )
 from .rules import Mask, RuleSet
 from .system_relations import holds_untraced_values
+from .usercode import UserCodeChecks
 
 # Re-exported for the importers of pgguard.masking.lineage.
 __all__ = ["CopyOptions", "Lin", "MaskPlan", "OutputColumn", "Planner", "Refusal"]
@@ -58,7 +59,7 @@ __all__ = ["CopyOptions", "Lin", "MaskPlan", "OutputColumn", "Planner", "Refusal
 log = logging.getLogger(__name__)
 
 
-class Planner:
+class Planner(UserCodeChecks):
     """Computes lineage and masking plans for statements against one catalog.
 
     Args:
@@ -462,21 +463,6 @@ class Planner:
             self._policies(r)
         return Rte(alias or relname, rename(cols, colnames), None, primary)
 
-    def _policies(self, rel: Relation) -> None:
-        """*rel*'s row-level security policies run when it is read: checked as expressions
-        (the owner's filters, not the user's predicates)."""
-        nodes = policy_expressions(rel.policies)
-        if nodes is None:
-            raise Refused(f"a row-level security policy of {rel.name} cannot be verified")
-        own = Rte(rel.name, [(c, Lin(frozenset({(rel.schema, rel.name, c)})))
-                             for c in rel.column_names()], None, rel)
-        pred = set(self.found.pred)
-        try:
-            for node in nodes:
-                self._expr(node, Scope(rtes=[own]), Ctes())
-        finally:
-            self.found.pred = pred
-
     def _relation_column(self, rel: Relation, cname: str) -> Lin:
         if rel.schema in SYSTEM_SCHEMAS:
             if holds_untraced_values(rel.name):
@@ -652,14 +638,6 @@ class Planner:
         if kind == "ResTarget":
             return self._expr(body.get("val"), scope, ctes)
         return self._generic(body, scope, ctes)
-
-    def _user_code(self, code: str, lin: Lin) -> Lin:
-        """User code (``operator ###``) given *lin*: refused when masked, else unproven."""
-        refused = refusal(Kind.UNKNOWN, code, lin, self.rules)
-        if refused:
-            raise Refused(refused)
-        self.found.opaque_calls = True
-        return Lin(mixed=lin.origins, opaque=f"{code} runs user code")
 
     def _generic(self, body: dict, scope: Scope, ctes: Ctes, skip: tuple[str, ...] = ()
                  ) -> Lin:
