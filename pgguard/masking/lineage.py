@@ -312,9 +312,7 @@ class Planner(UserCodeChecks):
             node = s["SortBy"]["node"]
             lin = self._sortref(node, res, scope or Scope(), ctes)
             self._predicate(lin)
-            code = hidden_user_code("SortBy", s["SortBy"], self.catalog)
-            if code is not None:
-                self._user_code(code, lin)      # ORDER BY x USING <user operator>
+            self._sort_operator(s["SortBy"], lin)
         for key in ("limitCount", "limitOffset"):
             if body.get(key):
                 self._expr(body[key], scope or Scope(), ctes)

@@ -7,7 +7,7 @@ anything else makes an unproven result.
 from __future__ import annotations
 
 from .catalog import Catalog, Relation
-from .functions import Kind, policy_expressions, refusal
+from .functions import Kind, hidden_user_code, policy_expressions, refusal
 from .plan import Ctes, Findings, Lin, Refused, Rte, Scope
 from .rules import RuleSet
 
@@ -38,6 +38,12 @@ class UserCodeChecks:
             raise Refused(refused)
         self.found.opaque_calls = True
         return Lin(mixed=lin.origins, opaque=f"{code} runs user code")
+
+    def _sort_operator(self, sortby: dict, lin: Lin) -> None:
+        """``ORDER BY x USING <operator>``: a user operator is user code given *x* (*lin*)."""
+        code = hidden_user_code("SortBy", sortby, self.catalog)
+        if code is not None:
+            self._user_code(code, lin)
 
     def _policies(self, rel: Relation) -> None:
         """Check *rel*'s row-level security policies, which run when it is read, like the
