@@ -95,29 +95,71 @@ def serve_config(cfg) -> int:
 
 
 def _serve_workers(args, cfg) -> int:
-    """N worker processes sharing the port with SO_REUSEPORT (set by each worker's listener)."""
+    """N worker processes sharing the port with SO_REUSEPORT (set by each worker's listener).
+
+    With ``[metrics]`` the parent serves ``/metrics`` (the sum over the workers, from
+    prometheus_client's multiprocess folder, made here and removed at the end),
+    ``/healthz`` (a worker is running) and ``/readyz``; the workers serve none.
+    """
+    import functools
+    import shutil
     import signal
     import subprocess
+    import tempfile
+
+    import trio
+
+    from .metrics import aggregate_registry, mark_worker_dead, serve_metrics, worker_env
+    from .readiness import checks_for
+
+    mdir = tempfile.mkdtemp(prefix="pgguard-metrics-") if cfg.metrics.enabled else None
     env = dict(os.environ, PGGUARD_REUSE_PORT="1")
+    if mdir is not None:
+        env = worker_env(mdir, env)
     argv = [sys.executable, "-m", "pgguard", "serve", "--config", args.config]
     for flag, value in (("--log-level", args.log_level), ("--log-format", args.log_format)):
         if value:
             argv += [flag, value]
-    procs = [subprocess.Popen(argv,
-                              env=dict(env, PGGUARD_WORKER=str(i)))
+    procs = [subprocess.Popen(argv, env=dict(env, PGGUARD_WORKER=str(i)))
              for i in range(args.workers)]
 
-    def forward(signum, _frame):
+    def forward(signum, _frame=None):
         for p in procs:
-            p.send_signal(signum)
+            if p.poll() is None:
+                p.send_signal(signum)
 
     signal.signal(signal.SIGHUP, forward)
     signal.signal(signal.SIGTERM, forward)
+
+    async def wait_worker(p: subprocess.Popen) -> None:
+        await trio.to_thread.run_sync(p.wait, abandon_on_cancel=True)
+        if mdir is not None:
+            mark_worker_dead(p.pid, mdir)  # its sessions and leases stop counting
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            if mdir is not None:
+                m = cfg.metrics
+                nursery.start_soon(functools.partial(
+                    serve_metrics, aggregate_registry(mdir), m.host, m.port,
+                    healthy=lambda: any(p.poll() is None for p in procs),
+                    checks=checks_for(cfg), check_timeout_s=m.check_timeout_s))
+            async with trio.open_nursery() as workers:
+                for p in procs:
+                    workers.start_soon(wait_worker, p)
+            nursery.cancel_scope.cancel()
+
     try:
-        return max(p.wait() for p in procs)
+        trio.run(main)
     except KeyboardInterrupt:
-        forward(signal.SIGINT, None)
+        forward(signal.SIGINT)
+        for p in procs:
+            p.wait()
         return 0
+    finally:
+        if mdir is not None:
+            shutil.rmtree(mdir, ignore_errors=True)
+    return max(p.returncode or 0 for p in procs)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -156,6 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_log_format(p)
     p.add_argument("--seconds", type=float, default=None,
                    help="stop after this many seconds (default: until Ctrl-C)")
+    p.add_argument("--write-config", metavar="DIR", default=None,
+                   help="also write DIR/pgguard.toml and its key files: a configuration for "
+                        "`pgguard serve` against the demo's PostgreSQL and OpenBao")
+    p.add_argument("--serve-port", type=int, default=None,
+                   help="the port in the --write-config configuration (default: --port + 1)")
     p.set_defaults(func=cmd_demo)
 
     for module in ("audit", "admin.prompt"):

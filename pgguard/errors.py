@@ -68,6 +68,18 @@ class UnknownConnection(GatewayError, sqlstate="3D000", severity="FATAL"): ...
 class TLSRequired(GatewayError, sqlstate="28000", severity="FATAL"): ...
 
 
+class UserBlocked(NotPermitted):
+    """The kill switch: a blocked user's new session is refused (28000)."""
+
+
+class BlocksUnavailable(GatewayError, sqlstate="08004", severity="FATAL"):
+    """The block store cannot be read at session start: the session is refused."""
+
+
+class AdminShutdown(GatewayError, sqlstate="57P01", severity="FATAL"):
+    """An operator ended the session (KILL, a block on its user)."""
+
+
 # Statement level (ERROR: the session stays usable).
 class PolicyDenied(GatewayError, sqlstate="42501"): ...
 

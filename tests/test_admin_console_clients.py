@@ -16,12 +16,12 @@ import psycopg
 import pytest
 import trio
 from console_fakes import DBA, FakeContext
-from pgguard.wire.framer import Framer
 from test_admin_console_ops import ctx
 
 from pgguard.admin.console import run_admin_console
 from pgguard.approvals import Blocks
 from pgguard.config import ApprovalsConfig
+from pgguard.wire.framer import Framer
 
 PSQL = shutil.which("psql") or "/usr/lib/postgresql/15/bin/psql"
 SSL_REQUEST = 80877103

@@ -15,9 +15,6 @@ import psycopg
 import pytest
 from harness.attack import MODES, leaks
 
-XFAIL_ROWCOUNT = pytest.mark.xfail(strict=True, reason="issue 11 class 5: rows generated "
-                                                       "from masked data (nextval counts them)")
-
 SECRET_QUERY = "SELECT id FROM users WHERE name = 'Mallory Kowalski'"
 
 # User code that stores what it is given (a function, an operator, a domain check, a view).
@@ -99,7 +96,6 @@ def test_setval_of_masked_data_is_refused(writer, attack_db, sql, mode):
     assert out.sqlstate == "42501", out.texts[:2]
 
 
-@XFAIL_ROWCOUNT
 @pytest.mark.usefixtures("clean_state")
 def test_nextval_counts_of_masked_data_are_refused(writer, attack_db):
     out = writer.run("SELECT count(nextval('attack_seq')) > 0 FROM users u, "

@@ -17,8 +17,9 @@ SYSTEM_SCHEMAS = frozenset({"pg_catalog", "information_schema"})
 
 # One statement, one result set of six text columns, so the gateway can run it with a
 # simple Query and collect text-format DataRows. Kinds: r relation, a column, f user
-# function, t user type, s search_path entry, o user operator, y name of a user type or of
-# a type a user function casts to, l row-level security policy expressions of a relation.
+# function (with whether any of that name returns a set), t user type, s search_path entry,
+# o user operator, y name of a user type or of a type a user function casts to, l row-level
+# security policy expressions of a relation.
 CATALOG_QUERY = """\
 SELECT 'r', c.oid::text, n.nspname::text, c.relname::text, c.relkind::text,
        CASE WHEN c.relkind IN ('v', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
@@ -33,9 +34,10 @@ SELECT 'a', a.attrelid::text, a.attnum::text, a.attname::text, a.atttypid::text,
  WHERE a.attnum > 0 AND NOT a.attisdropped
    AND c.relkind IN ('r', 'v', 'm', 'f', 'p') AND n.nspname <> 'pg_toast'
 UNION ALL
-SELECT DISTINCT 'f', NULL, n.nspname::text, p.proname::text, NULL, NULL
+SELECT 'f', NULL, n.nspname::text, p.proname::text, bool_or(p.proretset)::text, NULL
   FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
  WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+ GROUP BY n.nspname, p.proname
 UNION ALL
 SELECT 't', t.oid::text, t.typcategory::text, t.typtype::text, t.typelem::text,
        t.typbasetype::text
@@ -101,6 +103,9 @@ class Catalog(Protocol):
     def type_info(self, oid: int) -> tuple[str, str, int, int] | None:
         """(category, typtype, element oid, base oid) of a user-defined type, or None."""
 
+    def may_return_set(self, name: str, schema: str | None) -> bool:
+        """True when a user-defined function of this name may return a set."""
+
     def is_user_operator(self, name: str, schema: str | None) -> bool:
         """True when a user-defined operator may answer to this name."""
 
@@ -117,6 +122,8 @@ class SqlCatalog:
         user_functions: (schema, name) of every function outside the system schemas.
         types: user type oid -> (category, typtype, element oid, base oid).
         search_path: effective search path (``current_schemas(true)``).
+        set_returning: (schema, name) of the user functions that return a set; None when
+            not known (then every user function may).
         user_operators: (schema, name) of every operator outside the system schemas.
         user_types: (schema, name) of every type outside the system schemas, and of every
             type a user function casts to.
@@ -126,6 +133,7 @@ class SqlCatalog:
                  user_functions: Iterable[tuple[str, str]] = (),
                  types: dict[int, tuple[str, str, int, int]] | None = None,
                  search_path: Sequence[str] = ("pg_catalog", "public"),
+                 set_returning: Iterable[tuple[str, str]] | None = None,
                  user_operators: Iterable[tuple[str, str]] = (),
                  user_types: Iterable[tuple[str, str]] = ()):
         self.relations = {r.oid: r for r in relations}
@@ -140,6 +148,7 @@ class SqlCatalog:
                                      rank.get(r.schema, len(rank)), r.schema))
         self.user_functions = {name for _, name in user_functions}
         self._user_functions_q = set(user_functions)
+        self._set_returning = None if set_returning is None else set(set_returning)
         self.types = dict(types or {})
         self.user_operators = {name for _, name in user_operators}
         self.user_types = frozenset(user_types)
@@ -162,6 +171,7 @@ class SqlCatalog:
         rels: dict[int, dict] = {}
         cols: dict[int, list[tuple[int, str, int]]] = {}
         funcs: list[tuple[str, str]] = []
+        srfs: list[tuple[str, str]] = []
         types: dict[int, tuple[str, str, int, int]] = {}
         path: list[tuple[int, str]] = []
         ops: list[tuple[str, str]] = []
@@ -174,6 +184,8 @@ class SqlCatalog:
                 cols.setdefault(int(a), []).append((int(b), c, int(d)))
             elif kind == "f":
                 funcs.append((b, c))
+                if d in ("true", "t", True):
+                    srfs.append((b, c))
             elif kind == "t":
                 types[int(a)] = (b, c, int(d), int(e))
             elif kind == "s":
@@ -189,7 +201,7 @@ class SqlCatalog:
             columns = tuple(sorted(cols.get(oid, ())))
             relations.append(Relation(oid, r["schema"], r["name"], r["kind"], columns,
                                       r["definition"], tuple(policies.get(oid, ()))))
-        return cls(relations, funcs, types, [s for _, s in sorted(path)], ops, tnames)
+        return cls(relations, funcs, types, [s for _, s in sorted(path)], srfs, ops, tnames)
 
     def relation_by_oid(self, oid: int) -> Relation | None:
         return self.relations.get(oid)
@@ -217,3 +229,11 @@ class SqlCatalog:
         if schema is not None:
             return (schema, name) in self.user_types or schema not in SYSTEM_SCHEMAS
         return any(n == name for _, n in self.user_types)
+
+    def may_return_set(self, name: str, schema: str | None) -> bool:
+        if self._set_returning is None:
+            return True
+        if schema is not None:
+            return (schema, name) in self._set_returning or (
+                schema not in SYSTEM_SCHEMAS and (schema, name) not in self._user_functions_q)
+        return any(n == name for _, n in self._set_returning)

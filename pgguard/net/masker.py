@@ -78,6 +78,7 @@ from ..wire.messages import (
     RowDescription,
     Sync,
 )
+from .activity import label_strategies
 from .backend import receive_message
 
 if TYPE_CHECKING:
@@ -301,6 +302,7 @@ class ResultMasker:
         self._rows: RowRewriter | None = None   # the current result's, None = raw bytes
         self._head: Request | None = None
         self._idle: trio.Event | None = None
+        self.on_masked: Callable[[RowRewriter], None] | None = None
 
     # --- start -------------------------------------------------------------------
 
@@ -571,8 +573,9 @@ class ResultMasker:
             if fields is None:
                 mp.rows = _NullAll()
             else:
-                rm = self.m.row_masker(self._portal_plan(portal), fields)
-                mp.rows = None if rm.passthrough else rm
+                plan = self._portal_plan(portal)
+                rm = self.m.row_masker(plan, fields)
+                mp.rows = None if rm.passthrough else label_strategies(rm, plan)
         return mp.rows
 
     def on_backend(self, kind: bytes, framer: Framer, start: int, end: int,
@@ -600,6 +603,8 @@ class ResultMasker:
             new = rows.mask_datarow(body)
             if new is body:
                 return replacement
+            if self.on_masked is not None:
+                self.on_masked(rows)  # metrics: masked values by strategy and detector
             if not new:
                 return b""
             return b"D" + _I32.pack(len(new) + 4) + new
@@ -682,9 +687,9 @@ class ResultMasker:
                        req: Request, note: _Request | None,
                        replacement: bytes | None) -> bytes | None:
         if k == ROW_DESCRIPTION:
-            rm = self.m.row_masker(self._request_plan(req),
-                                   _fields(framer.decode(kind, start, end)))
-            self._rows = None if rm.passthrough else rm
+            plan = self._request_plan(req)
+            rm = self.m.row_masker(plan, _fields(framer.decode(kind, start, end)))
+            self._rows = None if rm.passthrough else label_strategies(rm, plan)
         elif k == COMMAND_COMPLETE:
             if note is not None:
                 note.copy = None

@@ -184,6 +184,8 @@ class SessionTap:
         # Statement text repeats (drivers re-send the same SQL): cache its scan.
         self._scanned: dict[str, str] = {}
         self._ended = False
+        # The metrics counter of records written (set by the session), or None.
+        self.records: Any = None
 
     # --- helpers --------------------------------------------------------------------
 
@@ -193,6 +195,8 @@ class SessionTap:
     async def _record_map(self, type: str, fields: dict[str, Any]) -> None:
         try:
             await self.recorder.record_map(self.sid, type, fields)
+            if self.records is not None:
+                self.records.inc()   # pgguard_recording_records_total
         except AuditError as exc:
             # Nothing may happen unrecorded: end the session rather than go on blind.
             log.error("event=recording_unavailable session=%s error=%s", self.sid, exc)

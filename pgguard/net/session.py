@@ -64,6 +64,7 @@ from ..wire.messages import (
 )
 from ..wire.state import ALLOWED, Phase, expect
 from . import backend
+from .activity import Activity, count_failure, count_masked
 from .fastio import FastIO
 from .guard import Guard, Verdict, guard_for
 from .recording import SessionInfo, SessionTap, session_detectors
@@ -223,6 +224,12 @@ class ClientSession:
         self.end_reason = "client closed"
         self.state = "startup"
         self.tap: SessionTap | None = None  # when recording is on
+        self.activity: Activity | None = None  # once connected upstream
+        # KILL and the kill switch end the session from outside: the FATAL it gets, and
+        # the scope of the relay they cancel (cancelled early, it ends the relay at once).
+        self.killed: GatewayError | None = None
+        self.relay_scope = trio.CancelScope()
+        self.ended = trio.Event()   # set once cleanup is done (lease released)
 
     @property
     def txn_status(self) -> str:
@@ -258,6 +265,8 @@ class ClientSession:
                     if startup is None:
                         return
                     await self._authenticate(startup)
+                    await self.services.check_blocked(self.user or "",
+                                                      console=self.database == "pgguard")
                     if self.database == "pgguard":
                         greeting = None
                     else:
@@ -277,8 +286,13 @@ class ClientSession:
             if self.tap is not None:
                 await self.tap.session_start()
             await self._relay()
+            if self.killed is not None:
+                self.end_reason = self.killed.message
+                await self.send_error(self.killed)
         except GatewayError as exc:
             self.end_reason = exc.message
+            count_failure(self.services.metrics, exc, authenticated=self.identity is not None,
+                          connection=self.guard.conn.name if self.guard else None)
             log.info("event=session_error session=%s user=%s sqlstate=%s error=%r",
                      self.session_id, self.user, exc.sqlstate, exc.message)
             await self.send_error(exc)
@@ -294,6 +308,7 @@ class ClientSession:
                 await self._cleanup()
             if cleanup.cancelled_caught:
                 log.warning("event=cleanup_timeout session=%s", self.session_id)
+            self.ended.set()
 
     def _open_tap(self) -> SessionTap | None:
         recorder = self.services.recorder
@@ -304,7 +319,9 @@ class ClientSession:
         info = SessionInfo(self.session_id, self.user or "", groups, self.guard.conn.name,
                            self.peer, self.tls, self.started)
         detectors = session_detectors(self.guard.masking, self.cfg.masking, groups)
-        return SessionTap(recorder, info, self.exchange, detectors)
+        tap = SessionTap(recorder, info, self.exchange, detectors)
+        tap.records = self.services.metrics.recording_records
+        return tap
 
     async def _cleanup(self) -> None:
         key = (self.link.process_id, self.secret_key) if self.link is not None else None
@@ -320,6 +337,7 @@ class ClientSession:
                 await self.services.credentials.source_for(self.lease.role).release(self.lease)
             except Exception:
                 log.exception("event=lease_release_failed session=%s", self.session_id)
+                self.services.metrics.vault_lease_errors.labels("revoke").inc()
         if self.state == "active":
             if self.tap is not None:
                 await self.tap.session_end(self.end_reason, self.bytes_in, self.bytes_out)
@@ -439,6 +457,9 @@ class ClientSession:
             raise NotPermitted(f"pgguard: user {self.user!r} has no grant on connection "
                                f"{conn.name!r}")
         self.guard = guard
+        self.activity = Activity(conn.name, self.services.stats, self.services.metrics)
+        if guard.masker is not None:
+            guard.masker.on_masked = lambda rows: count_masked(self.services.metrics, rows)
         params = self._upstream_params(startup)
         source = self.services.credentials.source_for(guard.vault_role)
         self.lease = await source.acquire(conn, guard.vault_role, self.user or "")
@@ -468,10 +489,11 @@ class ClientSession:
         self.link_io = FastIO(self.link.stream)
         source = self.services.credentials.source_for(self.lease.role)
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._pump_frontend, nursery.cancel_scope)
-                nursery.start_soon(self._pump_backend, nursery.cancel_scope)
-                nursery.start_soon(self._watch_lease, source, nursery.cancel_scope)
+            with self.relay_scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._pump_frontend, nursery.cancel_scope)
+                    nursery.start_soon(self._pump_backend, nursery.cancel_scope)
+                    nursery.start_soon(self._watch_lease, source, nursery.cancel_scope)
         except BaseExceptionGroup as group:
             raise _first_error(group) from None
 
@@ -498,6 +520,8 @@ class ClientSession:
         exchange = self.exchange
         send_upstream = self.send_upstream
         full_binds = observe or self.tap is not None
+        activity = self.activity
+        assert activity is not None
         while True:
             out = _Outgoing(framer.buf)
             while (frame := framer.next_frame()) is not None:
@@ -521,7 +545,7 @@ class ClientSession:
                             # Send what came before, then wait for a human.
                             if pending := out.take():
                                 await send_upstream(pending)
-                            verdict = await guard.wait_for_approval(verdict)
+                            verdict = await activity.hold(guard, verdict)
                         if verdict.refuse is not None:
                             replacement, sent = self._refusal(kind, msg, verdict)
                     notes: dict = {}
@@ -529,6 +553,8 @@ class ClientSession:
                     exchange.client_sent(sent, notes, effects)
                     if sent is not msg and k == PARSE:
                         exchange.expect_failure()  # the marker fails: skip to Sync
+                    activity.statement(getattr(msg, "sql", None) or "", verdict,
+                                       guard.last_decision)
                     if self.tap is not None:
                         await self.tap.statement(msg, verdict, notes, guard.last_decision)
                 elif k in EXCHANGE_KINDS:
@@ -602,12 +628,18 @@ class ClientSession:
         assert guard is not None
         observe = guard.observes_results
         exchange = self.exchange
+        activity = self.activity
+        assert activity is not None
         while True:
             buf = framer.buf
             out = _Outgoing(buf)
             while (frame := framer.next_frame()) is not None:
                 kind, start, end = frame
                 k = kind[0]
+                if k == DATA_ROW and not observe:
+                    # Rows nobody reads: the whole run as one slice (_speedups' walk).
+                    out.keep(start, framer.datarow_run(end))
+                    continue
                 replacement: bytes | None = None
                 req = None
                 if k not in UNOWNED_KINDS:
@@ -618,6 +650,8 @@ class ClientSession:
                     else:
                         msg = None
                     req = exchange.server_sent(k, msg)
+                    if msg is not None:
+                        activity.backend(k, msg, exchange)
                     if k == ERROR_RESPONSE and self.rewrites:
                         replacement = self._rewritten_error(buf, start, end)
                 elif k == PARAMETER_STATUS:
@@ -636,6 +670,7 @@ class ClientSession:
             data = await link_io.receive(RECEIVE_SIZE)
             if not data:
                 self.end_reason = "database closed the connection"
+                self.services.metrics.upstream_errors.labels(guard.conn.name).inc()
                 scope.cancel()
                 return
             framer.feed(data)

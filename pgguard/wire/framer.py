@@ -10,6 +10,7 @@ from __future__ import annotations
 import struct
 from typing import Final
 
+from .. import _speedups
 from ..errors import ProtocolViolation
 from .codec import (
     ProtocolError,
@@ -30,9 +31,14 @@ class NeedData:
 
 NEED_DATA: Final = NeedData()
 
-_HEADER = struct.Struct("!cI")
 _U32 = struct.Struct("!I")
 DEFAULT_MAX_SIZE = 64 * 1024 * 1024
+
+# The header walk, compiled when built (pgguard._speedups), else its pure-Python twin.
+# Module globals so tests can run the framer over either one.
+_next_frame = _speedups.next_frame
+_datarow_run_end = _speedups.datarow_run_end
+_FrameError = _speedups.FrameError
 
 
 class Framer:
@@ -69,19 +75,28 @@ class Framer:
         Raises:
             ProtocolViolation: the length word is impossible or over the limit.
         """
-        buf = self.buf
-        pos = self.pos
-        if len(buf) - pos < 5:
-            return None
-        kind, size = _HEADER.unpack_from(buf, pos)
-        if size < 4 or size > self.max_size:
+        try:
+            frame = _next_frame(self.buf, self.pos, self.max_size)
+        except _FrameError as exc:
             raise ProtocolViolation(
-                f"message {kind!r} claims {size} bytes (limit {self.max_size})")
-        end = pos + 1 + size
-        if len(buf) < end:
-            return None
-        self.pos = end
-        return kind, pos, end
+                f"message {exc.kind!r} claims {exc.size} bytes (limit {self.max_size})"
+            ) from None
+        if frame is not None:
+            self.pos = frame[2]
+        return frame
+
+    def datarow_run(self, end: int) -> int:
+        """Extend a DataRow frame ending at *end* over the complete DataRows after it.
+
+        Call right after :meth:`next_frame` returned a DataRow ``(kind, start, end)``: the
+        frames up to the returned offset are consumed, so ``buf[start:returned]`` is the
+        whole run, forwarded as one slice. Anything else (another kind, an incomplete or
+        malformed frame) is left for :meth:`next_frame`.
+        """
+        if end != self.pos:
+            return end
+        end = self.pos = _datarow_run_end(self.buf, end, self.max_size)
+        return end
 
     def next_message(self) -> Message | NeedData:
         """Decode the next complete message.
@@ -102,7 +117,6 @@ class Framer:
             return decode_frontend(kind, self.buf, start, end)
         except ProtocolError as exc:
             raise ProtocolViolation(f"malformed {kind!r} message: {exc}") from None
-
 
     def decode_bind_names(self, start: int, end: int) -> Bind:
         """The Bind at *start* with its names only (see :func:`codec.bind_names`).
