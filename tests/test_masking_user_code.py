@@ -30,6 +30,9 @@ CREATE FUNCTION leak_lt(a text, b text) RETURNS boolean LANGUAGE sql
 CREATE OPERATOR === (leftarg = text, rightarg = text, function = leak_lt);
 CREATE OPERATOR = (leftarg = text, rightarg = text, function = leak_lt);
 CREATE DOMAIN checked AS text CHECK (leak_check(VALUE));
+CREATE TYPE wrapped AS (v checked);
+CREATE TYPE feeling AS ENUM ('ok');
+CREATE DOMAIN plain AS text;
 CREATE TYPE boxed AS (v text);
 CREATE FUNCTION unbox(boxed) RETURNS text LANGUAGE sql AS 'SELECT leak($1.v)';
 CREATE CAST (boxed AS text) WITH FUNCTION unbox(boxed);
@@ -86,7 +89,10 @@ def test_catalog_knows_user_operators_and_types(catalog):
     assert catalog.is_user_operator("===", None) and catalog.is_user_operator("+", "ops")
     assert not catalog.is_user_operator("+", None)
     assert not catalog.is_user_operator("||", "pg_catalog")
-    assert catalog.is_user_type("checked", None) and catalog.is_user_type("boxed", "public")
+    assert catalog.is_user_type("checked", None) and catalog.is_user_type("checked", "public")
+    assert catalog.is_user_type("wrapped", None)        # a composite with a checked field
+    # no code runs when a value becomes a plain composite, an enum or an unchecked domain
+    assert not any(catalog.is_user_type(t, None) for t in ("boxed", "feeling", "plain"))
     # text is the target of a cast a user function implements
     assert catalog.is_user_type("text", None) and catalog.is_user_type("text", "pg_catalog")
     assert not catalog.is_user_type("int4", "pg_catalog")
@@ -108,6 +114,7 @@ def test_catalog_knows_user_operators_and_types(catalog):
     "SELECT id FROM users WHERE ssn IN ('a', 'b')",
     "SELECT ssn::checked FROM users",
     "SELECT CAST(ssn AS public.checked) FROM users",
+    "SELECT ROW(ssn)::wrapped FROM users",
     "SELECT ROW(ssn)::boxed::text FROM users",
     # a user function casts boxed to text: which cast runs is the server's choice, so a
     # cast to text may be user code in this database
@@ -156,6 +163,7 @@ def test_user_code_results_are_unproven(session, sql):
     "SELECT id + 1 FROM users",
     "SELECT id FROM users WHERE ssn LIKE '1%' AND id BETWEEN 1 AND 3",
     "SELECT id, email FROM fenced",
+    "SELECT ssn::plain, 'ok'::feeling, ROW(ssn)::boxed FROM users",
 ])
 def test_builtin_operators_and_casts_stay_traced(session, sql):
     plan = session.plan_result(sql)

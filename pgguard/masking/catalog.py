@@ -18,8 +18,9 @@ SYSTEM_SCHEMAS = frozenset({"pg_catalog", "information_schema"})
 # One statement, one result set of six text columns, so the gateway can run it with a
 # simple Query and collect text-format DataRows. Kinds: r relation, a column, f user
 # function (with whether any of that name returns a set), t user type, s search_path entry,
-# o user operator, y name of a user type or of a type a user function casts to, l row-level
-# security policy expressions of a relation.
+# o user operator, y name of a type whose casts may run user code (a user base type, a domain
+# with constraints, a composite with a field of one, a type a user function casts to), l
+# row-level security policy expressions of a relation.
 CATALOG_QUERY = """\
 SELECT 'r', c.oid::text, n.nspname::text, c.relname::text, c.relkind::text,
        CASE WHEN c.relkind IN ('v', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
@@ -50,11 +51,23 @@ SELECT DISTINCT 'o', NULL, n.nspname::text, o.oprname::text, NULL, NULL
 UNION ALL
 SELECT DISTINCT 'y', NULL, n.nspname::text, t.typname::text, NULL, NULL
   FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
- WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
-    OR t.oid IN (SELECT c.casttarget FROM pg_catalog.pg_cast c
+ WHERE t.oid IN (SELECT c.casttarget FROM pg_catalog.pg_cast c
                    JOIN pg_catalog.pg_proc p ON p.oid = c.castfunc
                    JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace
                   WHERE pn.nspname NOT IN ('pg_catalog', 'information_schema'))
+    OR (n.nspname NOT IN ('pg_catalog', 'information_schema')
+        AND ((t.typtype = 'b' AND t.typcategory <> 'A')
+             OR (t.typtype = 'd' AND EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k
+                                             WHERE k.contypid IN (t.oid, t.typbasetype)))
+             OR EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                          JOIN pg_catalog.pg_type at ON at.oid = a.atttypid
+                          JOIN pg_catalog.pg_namespace an ON an.oid = at.typnamespace
+                         WHERE t.typtype = 'c' AND a.attrelid = t.typrelid AND a.attnum > 0
+                           AND an.nspname NOT IN ('pg_catalog', 'information_schema')
+                           AND ((at.typtype = 'b' AND at.typcategory <> 'A')
+                                OR (at.typtype = 'd' AND EXISTS (
+                                    SELECT 1 FROM pg_catalog.pg_constraint k2
+                                     WHERE k2.contypid IN (at.oid, at.typbasetype)))))))
 UNION ALL
 SELECT 'l', p.polrelid::text, NULL, pg_catalog.pg_get_expr(p.polqual, p.polrelid),
        pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid), NULL
@@ -110,8 +123,9 @@ class Catalog(Protocol):
         """True when a user-defined operator may answer to this name."""
 
     def is_user_type(self, name: str, schema: str | None) -> bool:
-        """True when a cast to this type name may run user code (a user-defined type or
-        domain, or a type a user function casts to)."""
+        """True when a cast to this type name may run user code (a user base type, a domain
+        with constraints, a composite with a field of one, or a type a user function casts
+        to)."""
 
 
 class SqlCatalog:
@@ -125,8 +139,7 @@ class SqlCatalog:
         set_returning: (schema, name) of the user functions that return a set; None when
             not known (then every user function may).
         user_operators: (schema, name) of every operator outside the system schemas.
-        user_types: (schema, name) of every type outside the system schemas, and of every
-            type a user function casts to.
+        user_types: (schema, name) of every type a cast to which may run user code.
     """
 
     def __init__(self, relations: Iterable[Relation],
