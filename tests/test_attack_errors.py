@@ -142,13 +142,10 @@ def test_postgres_error_text_carries_the_masked_value(attack_db, needles, name):
 
 #: Data of unproven origin does not taint the plan yet: the planner (lineage.py, plan.py,
 #: not this class's files) must set MaskPlan.tainted when it reads an unproven lineage.
-UNPROVEN = pytest.mark.xfail(strict=True, reason="issue 11 class 6: a statement reading data "
-                                                 "of unproven origin is not tainted")
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("name", [pytest.param(n, marks=UNPROVEN if n.startswith("pg_stats")
-                                               else ()) for n in ATTACKS])
+@pytest.mark.parametrize("name", list(ATTACKS))
 def test_error_of_a_statement_touching_a_masked_column_is_withheld(
         reader, attack_db, needles, name, mode):
     direct = direct_error(attack_db, ATTACKS[name])

@@ -682,6 +682,7 @@ class Planner(WritePlanning, UserCodeChecks):
             base = self._column(names[:1], scope)
             lin = base.derived() if not base.opaque else unproven(f"unknown relation {names[0]}")
         self.found.seen |= lin.origins
+        self.found.unproven = self.found.unproven or bool(lin.opaque)
         return lin
 
     def _expr(self, n: dict | list | None, scope: Scope, ctes: Ctes) -> Lin:

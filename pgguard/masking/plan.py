@@ -534,6 +534,9 @@ class Findings:
         unknown: relation names not found in the catalog.
         rowcount_unproven: why data of unproven origin shapes how many rows come back
             (refused, unless an unknown relation asks for a catalog refresh first).
+        unproven: a column of unproven origin was read anywhere (it may hold masked
+            values, e.g. pg_stats' histograms): the statement counts as touching masked
+            data, so its errors are withheld.
     """
 
     pred: set[Origin] = field(default_factory=set)
@@ -541,6 +544,7 @@ class Findings:
     opaque_calls: bool = False
     unknown: set[str] = field(default_factory=set)
     rowcount_unproven: str | None = None
+    unproven: bool = False
 
 
 def build_plan(rules: RuleSet, found: Findings, kind: str, result: Result | None,
@@ -571,8 +575,11 @@ def build_plan(rules: RuleSet, found: Findings, kind: str, result: Result | None
                        f"{masked_pred[0]} (masking.deny_predicates)")
     if result is not None:
         found.seen |= result.all().origins
+    unproven_read = found.unproven or (result is not None
+                                       and result.all().opaque is not None)
     tainted = (kind in WRITE_KINDS or found.opaque_calls or bool(masked_pred)
-               or any(rules.match(*o) for o in found.seen))
+               or any(rules.match(*o) for o in found.seen)
+               or (unproven_read and bool(rules)))
     columns: tuple[OutputColumn, ...] | None = ()
     fallback = None
     if result is not None:
