@@ -20,17 +20,13 @@ from ..sql.nodes import names as _names
 from ..sql.nodes import node as _node
 from ..sql.parse import parse
 from .catalog import SYSTEM_SCHEMAS, Catalog, Relation
+from .functions import Kind, hidden_user_code, is_traced, kind_of, refusal
 from .plan import (
     CLEAN,
-    CLEAN_AGGREGATES,
-    CONFIG_FUNCTIONS,
     DDL_NODES,
     MAX_VIEW_DEPTH,
-    OPAQUE_FUNCTIONS,
     SET_RETURNING_FUNCTIONS,
-    SINK_FUNCTIONS,
     SRF_COLUMNS,
-    VALUE_CARRYING_SYSTEM_RELATIONS,
     CopyOptions,
     Ctes,
     Findings,
@@ -55,6 +51,8 @@ from .plan import (
     unproven,
 )
 from .rules import Mask, RuleSet
+from .system_relations import holds_untraced_values
+from .usercode import UserCodeChecks
 from .writes import WritePlanning
 
 # Re-exported for the importers of pgguard.masking.lineage.
@@ -63,7 +61,7 @@ __all__ = ["CopyOptions", "Lin", "MaskPlan", "OutputColumn", "Planner", "Refusal
 log = logging.getLogger(__name__)
 
 
-class Planner(WritePlanning):
+class Planner(WritePlanning, UserCodeChecks):
     """Computes lineage and masking plans for statements against one catalog.
 
     Args:
@@ -387,7 +385,9 @@ class Planner(WritePlanning):
     def _order(self, body: dict, res: Result, scope: Scope | None, ctes: Ctes) -> None:
         for s in body.get("sortClause", []):
             node = s["SortBy"]["node"]
-            self._predicate(self._sortref(node, res, scope or Scope(), ctes))
+            lin = self._sortref(node, res, scope or Scope(), ctes)
+            self._predicate(lin)
+            self._sort_operator(s["SortBy"], lin)
         for key, what in (("limitCount", "LIMIT/FETCH"), ("limitOffset", "OFFSET")):
             if body.get(key):
                 self._rowcount(self._expr(body[key], scope or Scope(), ctes), what)
@@ -546,12 +546,14 @@ class Planner(WritePlanning):
         for cname in primary.column_names():
             cols.append((cname, union(self._relation_column(r, cname) for r in rels
                                       if cname in r.column_names())))
+        for r in rels:
+            self._policies(r)
         return Rte(alias or relname, rename(cols, colnames), None, primary)
 
     def _relation_column(self, rel: Relation, cname: str) -> Lin:
         if rel.schema in SYSTEM_SCHEMAS:
-            if rel.name in VALUE_CARRYING_SYSTEM_RELATIONS:
-                return unproven(f"{rel.schema}.{rel.name} holds copies of values")
+            if holds_untraced_values(rel.name):
+                return unproven(f"{rel.schema}.{rel.name} holds values that cannot be traced")
             return CLEAN
         own = Lin(frozenset({(rel.schema, rel.name, cname)}))
         if not rel.is_view:
@@ -585,8 +587,9 @@ class Planner(WritePlanning):
                     allv = res.all().derived()
                     lins = [allv] * len(names)
                 cols = list(zip(names, lins, strict=True))
-            except Refused:
-                cols = [(n, unproven(f"view {rel.name} cannot be expanded")) for n in names]
+            except Refused as exc:
+                # The view's code runs when it is read (a sink, user code given masked data).
+                raise Refused(f"view {rel.name}: {exc.reason}") from None
             except Exception:
                 cols = [(n, unproven(f"view {rel.name} cannot be parsed")) for n in names]
         finally:
@@ -679,6 +682,7 @@ class Planner(WritePlanning):
             base = self._column(names[:1], scope)
             lin = base.derived() if not base.opaque else unproven(f"unknown relation {names[0]}")
         self.found.seen |= lin.origins
+        self.found.unproven = self.found.unproven or bool(lin.opaque)
         return lin
 
     def _expr(self, n: dict | list | None, scope: Scope, ctes: Ctes) -> Lin:
@@ -692,6 +696,10 @@ class Planner(WritePlanning):
         if kind == "ColumnRef":
             self._check(kind, body, scope, ctes)
             return self._column(_names(body.get("fields", [])), scope)
+        code = hidden_user_code(kind, body, self.catalog)
+        if code is not None:  # an operator or a cast of the user's
+            return self._user_code(code, self._sublink(body, scope, ctes) if kind == "SubLink"
+                                   else self._generic(kind, body, scope, ctes))
         if kind == "CollateClause":
             self._check(kind, body, scope, ctes)
             return self._expr(body.get("arg"), scope, ctes)
@@ -738,25 +746,17 @@ class Planner(WritePlanning):
         # (ROWS BETWEEN n PRECEDING) feed the function's value.
         window = self._generic("WindowDef", body["over"], scope, ctes) if body.get("over") \
             else CLEAN
-        builtin = schema in (None, "pg_catalog")
         if self._may_return_set(fname, schema):
             self._rowcount(args, f"arguments of the set-returning function {fname}()")
         args = union([args, window])
-        if fname in SINK_FUNCTIONS and builtin and (
-                any(self.rules.match(*o) for o in args.origins)
-                # a setting is read back in clear by current_setting(): an argument of
-                # unknown origin may be masked data
-                or (fname == "set_config" and args.opaque and self.rules)):
-            raise Refused(f"{fname}() would carry masked data out of the result")
-        if self.catalog.is_user_function(fname, schema) or (
-                fname in OPAQUE_FUNCTIONS and builtin):
+        kind = kind_of(fname, schema, self.catalog.is_user_function(fname, schema))
+        refused = refusal(kind, f"{fname}()", args, self.rules)
+        if refused:
+            raise Refused(refused)
+        if not is_traced(kind):
             self.found.opaque_calls = True
             return Lin(mixed=args.origins, opaque=f"function {fname} cannot be traced")
-        if fname in CONFIG_FUNCTIONS and builtin and len(body.get("args", [])) in (1, 2):
-            # derived from the arguments only: clear for literal names, masked like the
-            # arguments otherwise
-            return args.derived()
-        if fname in CLEAN_AGGREGATES and schema in (None, "pg_catalog"):
+        if kind is Kind.CLEAN:
             # count(x) counts the rows where x is not null: a predicate on x.
             self._predicate(args)
             return window.derived()

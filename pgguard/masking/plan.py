@@ -24,6 +24,12 @@ from ..sql.nodes import name as _name
 from ..sql.nodes import names as _names
 from ..sql.nodes import node as _node
 from .catalog import SYSTEM_SCHEMAS, Catalog, Relation
+from .functions import (  # noqa: F401  (the planner's function lists live there)
+    CLEAN_AGGREGATES,
+    CONFIG_FUNCTIONS,
+    OPAQUE_FUNCTIONS,
+    SINK_FUNCTIONS,
+)
 from .rules import Mask, RuleSet
 
 Origin = tuple[str, str, str]
@@ -36,32 +42,6 @@ VALUE_CARRYING_SYSTEM_RELATIONS = frozenset({
     "pg_stat_activity", "pg_stat_statements", "pg_stat_statements_info", "pg_largeobject",
     "pg_prepared_xacts",
 })
-# Builtins that run SQL given as text, or read other sessions' data: their result cannot
-# be traced to columns.
-OPAQUE_FUNCTIONS = frozenset({
-    "query_to_xml", "query_to_xmlschema", "query_to_xml_and_xmlschema", "table_to_xml",
-    "table_to_xmlschema", "table_to_xml_and_xmlschema", "cursor_to_xml", "cursor_to_xmlschema",
-    "schema_to_xml", "schema_to_xmlschema", "schema_to_xml_and_xmlschema", "database_to_xml",
-    "database_to_xmlschema", "database_to_xml_and_xmlschema", "ts_stat", "ts_rewrite",
-    "pg_stat_get_activity", "pg_mcv_list_items", "dblink", "dblink_get_result",
-    "dblink_fetch", "pg_read_file", "pg_read_binary_file", "lo_get", "loread",
-    "pg_logical_slot_get_changes", "pg_logical_slot_peek_changes",
-    "pg_logical_slot_get_binary_changes", "pg_logical_slot_peek_binary_changes",
-    "pg_settings_get_flags", "xpath_table",
-})
-# Builtins that return session configuration, not table data: their value is clear when
-# their arguments are. A setting can only hold a masked value if set_config() put it there,
-# and set_config() with a masked or untraceable argument is refused (SINK_FUNCTIONS,
-# _funccall); ``SET`` takes literals only. (SHOW and pg_settings read the same values.)
-CONFIG_FUNCTIONS = frozenset({"current_setting"})
-# Functions that store or send their arguments somewhere a later statement (or another
-# session) can read them back unmasked.
-SINK_FUNCTIONS = frozenset({
-    "pg_notify", "set_config", "pg_logical_emit_message", "dblink_exec", "dblink_send_query",
-    "lo_from_bytea", "lo_put", "lowrite", "pg_file_write",
-})
-# Aggregates whose result says nothing of the values themselves.
-CLEAN_AGGREGATES = frozenset({"count"})
 # Set-returning builtins and the names of their output columns ("" = the function name
 # or the alias, as PostgreSQL names a scalar function's column).
 SRF_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -554,6 +534,9 @@ class Findings:
         unknown: relation names not found in the catalog.
         rowcount_unproven: why data of unproven origin shapes how many rows come back
             (refused, unless an unknown relation asks for a catalog refresh first).
+        unproven: a column of unproven origin was read anywhere (it may hold masked
+            values, e.g. pg_stats' histograms): the statement counts as touching masked
+            data, so its errors are withheld.
     """
 
     pred: set[Origin] = field(default_factory=set)
@@ -561,6 +544,7 @@ class Findings:
     opaque_calls: bool = False
     unknown: set[str] = field(default_factory=set)
     rowcount_unproven: str | None = None
+    unproven: bool = False
 
 
 def build_plan(rules: RuleSet, found: Findings, kind: str, result: Result | None,
@@ -591,8 +575,11 @@ def build_plan(rules: RuleSet, found: Findings, kind: str, result: Result | None
                        f"{masked_pred[0]} (masking.deny_predicates)")
     if result is not None:
         found.seen |= result.all().origins
+    unproven_read = found.unproven or (result is not None
+                                       and result.all().opaque is not None)
     tainted = (kind in WRITE_KINDS or found.opaque_calls or bool(masked_pred)
-               or any(rules.match(*o) for o in found.seen))
+               or any(rules.match(*o) for o in found.seen)
+               or (unproven_read and bool(rules)))
     columns: tuple[OutputColumn, ...] | None = ()
     fallback = None
     if result is not None:

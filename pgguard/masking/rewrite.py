@@ -39,6 +39,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 from ..errors import ProtocolViolation
+from ..wire import encodings
 from .detectors import Detectors
 from .messages import mask_error_fields
 from .plan import CopyOptions
@@ -74,13 +75,13 @@ COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 HASH_CACHE_SIZE = 4096
 HASH_CACHE_MAX_LEN = 256
 
-def python_encoding(client_encoding: str) -> str:
-    """Python codec for a PostgreSQL client_encoding name (ASCII-compatible fallback)."""
-    name = client_encoding.upper().replace("-", "").replace("_", "")
-    return {"UTF8": "utf-8", "UNICODE": "utf-8", "LATIN1": "latin-1", "SQLASCII": "utf-8",
-            "WIN1252": "cp1252", "LATIN9": "iso8859-15", "WIN1251": "cp1251",
-            "EUCJP": "euc-jp", "SJIS": "shift-jis", "GBK": "gbk", "BIG5": "big5",
-            }.get(name, "utf-8")
+
+def python_encoding(client_encoding: str, server_encoding: str | None = None) -> str:
+    """Python codec for a PostgreSQL client_encoding name: the one the session decodes
+    statement text in (``pgguard.wire.encodings.python_codec``; SQL_ASCII is the server
+    encoding's bytes). UTF-8 for a name pgguard refuses: the session ends before any value
+    in it is read."""
+    return encodings.python_codec(client_encoding, server_encoding) or "utf-8"
 
 
 class ValueCodec:

@@ -43,7 +43,7 @@ from ..masking import (
 from ..masking.hub import CATALOG_TTL_S, MaskingHub, attach_masking, hub_for, masking_configured
 from ..masking.rewrite import RowMasker, python_encoding
 from ..masking.rules import Mask
-from ..wire import codec
+from ..wire import codec, encodings
 from ..wire.exchange import Effect, Exchange, Notes, Portal, Request
 from ..wire.messages import (
     BIND,
@@ -294,6 +294,7 @@ class ResultMasker:
         self._send_upstream = send_upstream
         self.session_id = session_id
         self.encoding = "utf-8"
+        self.server_encoding: str | None = None
         self.cache_key: tuple = (conn.name,)
         self.generation = 0
         self.stale = False        # DDL was sent: plans are unsafe until the next reload
@@ -308,9 +309,8 @@ class ResultMasker:
 
     async def start(self, link: BackendLink, params: dict[str, str]) -> None:
         """Load the catalog on the new upstream link, from the gateway cache if fresh."""
-        enc = link.parameters.get("client_encoding", "UTF8")
-        self.encoding = python_encoding(enc)
-        self.m.set_client_encoding(enc)
+        self.server_encoding = link.parameters.get("server_encoding")
+        self._follow_encoding(link.parameters.get("client_encoding", "UTF8"))
         self.cache_key = (self.conn.name, params.get("search_path"), params.get("options"))
         self.generation = self.hub.generation.get(self.conn.name, 0)
         catalog = self.hub.cached(self.cache_key)
@@ -318,6 +318,14 @@ class ResultMasker:
             catalog = await fetch_catalog(link, self.encoding)
             self.hub.store(self.cache_key, catalog)
         self.m.set_catalog(catalog)
+
+    def _follow_encoding(self, client_encoding: str) -> None:
+        """Values are decoded as the session decodes statements (``wire.encodings``): in
+        the client_encoding PostgreSQL reports, SQL_ASCII being the server's bytes."""
+        self.encoding = python_encoding(client_encoding, self.server_encoding)
+        if encodings.normalize(client_encoding) == "SQL_ASCII" and self.server_encoding:
+            client_encoding = self.server_encoding
+        self.m.set_client_encoding(client_encoding)
 
     # --- planning (frontend task) ---------------------------------------------------
 
@@ -463,7 +471,8 @@ class ResultMasker:
                 describe = Describe("P", msg.portal)
                 ex.client_sent(describe, {NOTE: _Request(internal="describe")})
                 notes[NOTE] = _Request()
-                return codec.describe("P", msg.portal) + raw
+                # The portal name as the client sent it (its bytes, in its encoding).
+                return codec.message(b"D", b"P" + raw[5:raw.index(0, 5) + 1]) + raw
             notes[NOTE] = _Request()
         elif isinstance(msg, Sync | Close):
             notes[NOTE] = _Request()
@@ -627,8 +636,7 @@ class ResultMasker:
         if k == PARAMETER_STATUS:  # not an answer to anything
             msg = framer.decode(kind, start, end)
             if msg.name == "client_encoding":
-                self.encoding = python_encoding(msg.value)
-                self.m.set_client_encoding(msg.value)
+                self._follow_encoding(msg.value)
             return replacement
         if k == NOTIFICATION_RESPONSE:  # the payload is any text
             return self._notification(framer, start, end)
@@ -729,7 +737,7 @@ class ResultMasker:
         new = self.m.mask_error_fields(fields, plan)
         if new == fields:
             return None
-        return codec.encode_fields(kind, new)
+        return codec.encode_fields(kind, new, framer.encoding)
 
     def _notification(self, framer: Framer, start: int, end: int) -> bytes | None:
         buf = framer.buf

@@ -17,7 +17,10 @@ from typing import TYPE_CHECKING
 import trio
 
 from ..errors import (
+    CharacterNotInRepertoire,
     CredentialsExpired,
+    EncodingRefused,
+    FeatureNotSupported,
     GatewayError,
     InternalError,
     NotPermitted,
@@ -28,6 +31,13 @@ from ..errors import (
     UnknownConnection,
 )
 from ..wire import codec
+from ..wire.clienttext import (
+    ClientText,
+    Judgement,
+    bound_encoding_refusal,
+    kind_of,
+    text_of,
+)
 from ..wire.exchange import Exchange
 from ..wire.framer import NEED_DATA, Framer, StartupFramer
 from ..wire.messages import (
@@ -50,6 +60,7 @@ from ..wire.messages import (
     READY_FOR_QUERY,
     SYNC,
     TERMINATE,
+    Bind,
     CancelRequest,
     FunctionCall,
     GSSENCRequest,
@@ -69,6 +80,12 @@ from .fastio import FastIO
 from .guard import Guard, Verdict, guard_for
 from .recording import SessionInfo, SessionTap, session_detectors
 from .services import Services
+from .startup import (  # noqa: F401 - _check_options and the sets: tests import them here
+    FORWARDED_PARAMS,
+    REFUSED_PARAMS,
+    _check_options,
+    check_startup_encoding,
+)
 
 if TYPE_CHECKING:
     from ..credentials import CredentialSource, Lease
@@ -87,19 +104,6 @@ SYNC_MESSAGE = Sync()
 UNOWNED_KINDS = frozenset((DATA_ROW, COPY_DATA, NOTICE_RESPONSE, PARAMETER_STATUS,
                            NOTIFICATION_RESPONSE))
 
-# Startup parameters a client may pass through to PostgreSQL. Anything that changes who
-# the session runs as is refused; unknown ones are dropped (a GUC set at startup would
-# escape statement control).
-FORWARDED_PARAMS = frozenset({
-    "application_name", "client_encoding", "DateStyle", "datestyle", "TimeZone", "timezone",
-    "IntervalStyle", "intervalstyle", "extra_float_digits", "search_path",
-    "statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout",
-    "standard_conforming_strings", "bytea_output", "default_transaction_isolation",
-    "default_transaction_read_only", "client_min_messages", "geqo", "lc_messages",
-    "lc_monetary", "lc_numeric", "lc_time", "xmlbinary", "xmloption", "jit", "work_mem",
-    "enable_seqscan", "options",
-})
-REFUSED_PARAMS = frozenset({"role", "session_authorization", "replication"})
 
 
 def is_loopback(host: str) -> bool:
@@ -111,24 +115,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _check_options(options: str) -> str:
-    """Allow only ``-c name=value`` of forwarded parameters inside ``options``."""
-    words = options.replace("--", "-c ").split()
-    i = 0
-    while i < len(words):
-        w = words[i]
-        if w == "-c" and i + 1 < len(words):
-            setting = words[i + 1]
-            i += 2
-        elif w.startswith("-c"):
-            setting = w[2:]
-            i += 1
-        else:
-            raise PolicyDenied(f"startup option {w!r} is not allowed")
-        name = setting.split("=", 1)[0].replace("-", "_")
-        if name not in FORWARDED_PARAMS or name == "options":
-            raise PolicyDenied(f"startup setting {name!r} is not allowed")
-    return options
+TEXT_MARK = "text"  # the session's key in a request's notes: its ClientText mark
 
 
 class _Outgoing:
@@ -224,6 +211,10 @@ class ClientSession:
         self.end_reason = "client closed"
         self.state = "startup"
         self.tap: SessionTap | None = None  # when recording is on
+        # The client_encoding PostgreSQL reads statements in (set at the upstream login),
+        # and an event set whenever a ReadyForQuery settles it (wire/clienttext).
+        self.text: ClientText | None = None
+        self._text_settled = trio.Event()
         self.activity: Activity | None = None  # once connected upstream
         # KILL and the kill switch end the session from outside: the FATAL it gets, and
         # the scope of the relay they cancel (cancelled early, it ends the relay at once).
@@ -245,7 +236,7 @@ class ClientSession:
 
     async def send_error(self, exc: GatewayError) -> None:
         data = codec.error_response(exc.severity, exc.sqlstate, exc.message, exc.detail,
-                                   exc.hint)
+                                   exc.hint, encoding=self.client_framer.encoding)
         with trio.move_on_after(2):
             try:
                 await self.send_client(data)
@@ -320,6 +311,9 @@ class ClientSession:
                            self.peer, self.tls, self.started)
         detectors = session_detectors(self.guard.masking, self.cfg.masking, groups)
         tap = SessionTap(recorder, info, self.exchange, detectors)
+        if self.link is not None:
+            tap.server_encoding = self.link.parameters.get("server_encoding")
+            tap.follow_encoding(self.link.parameters.get("client_encoding", "UTF8"))
         tap.records = self.services.metrics.recording_records
         return tap
 
@@ -433,6 +427,7 @@ class ClientSession:
             self.client_framer.feed(data)
 
     def _upstream_params(self, startup: StartupMessage) -> dict[str, str]:
+        check_startup_encoding(startup.params)
         out: dict[str, str] = {}
         for name, value in startup.params.items():
             if name in ("user", "database") or name.startswith("_pq_."):
@@ -471,6 +466,7 @@ class ClientSession:
             log.warning("event=upstream_login_refused session=%s connection=%s sqlstate=%s",
                         self.session_id, conn.name, exc.fields.get("C"))
             raise
+        self._start_text(self.link.parameters)
         guard.standard_strings = self.link.parameters.get("standard_conforming_strings",
                                                           "on") == "on"
         if guard.observes_results:
@@ -481,6 +477,41 @@ class ClientSession:
         parts.append(codec.backend_key_data(self.link.process_id, self.secret_key))
         parts.append(codec.ready_for_query("I"))
         return b"".join(parts)
+
+    def _start_text(self, parameters: dict[str, str]) -> None:
+        """Decode statements in the client_encoding PostgreSQL reported at the login
+        (a role's or database's settings may choose it). Raises EncodingRefused."""
+        assert self.link is not None
+        self.text = ClientText(parameters.get("server_encoding", ""))
+        self._follow_encoding(parameters.get("client_encoding", ""))
+
+    def _follow_encoding(self, value: str) -> None:
+        """PostgreSQL reported client_encoding *value*: decode in it from now on, or end
+        the session before anything else is relayed (the backstop behind the policy's
+        refusal of SET: whatever was pipelined behind the change is upstream already).
+
+        Raises:
+            EncodingRefused: pgguard cannot read statements in it.
+        """
+        assert self.text is not None and self.link is not None
+        why = self.text.report(value)
+        if why is not None:
+            log.warning("event=client_encoding_refused session=%s user=%s state=%s "
+                        "encoding=%r", self.session_id, self.user, self.state, value[:64])
+            raise EncodingRefused(f"pgguard: {why}")
+        self.client_framer.encoding = self.link.framer.encoding = self.text.codec
+
+    async def _wait_settled(self) -> None:
+        """Until every statement sent has been answered up to a ReadyForQuery."""
+        assert self.text is not None
+        while not self.text.settled:
+            await self._text_settled.wait()
+
+    def _text_ready(self, mark: int) -> None:
+        assert self.text is not None
+        self.text.ready(mark)
+        event, self._text_settled = self._text_settled, trio.Event()
+        event.set()
 
     # --- relay --------------------------------------------------------------------
 
@@ -520,6 +551,8 @@ class ClientSession:
         exchange = self.exchange
         send_upstream = self.send_upstream
         full_binds = observe or self.tap is not None
+        text = self.text
+        assert text is not None
         activity = self.activity
         assert activity is not None
         while True:
@@ -531,14 +564,37 @@ class ClientSession:
                     expect(Phase.READY, k)  # raises ProtocolViolation
                 replacement: bytes | None = None
                 if k == QUERY or k == PARSE or k == FUNCTION_CALL:
+                    unreadable: GatewayError | None = None
+                    raw = b""
+                    if k != FUNCTION_CALL:
+                        # Decode the text as PostgreSQL will read it (wire/clienttext).
+                        ts, te = codec.text_span(kind, framer.buf, start, end)
+                        if not framer.buf[ts:te].isascii():
+                            raw = bytes(framer.buf[ts:te])
+                            judgement, why = text.judge(False)
+                            if judgement is Judgement.WAIT:
+                                if pending := out.take():
+                                    await send_upstream(pending)
+                                await self._wait_settled()
+                                judgement, why = text.judge(False)
+                            if judgement is Judgement.REFUSE:
+                                unreadable = FeatureNotSupported(f"pgguard: {why}")
                     msg = framer.decode(kind, start, end)
-                    if observe and guard.wants_catalog(msg):
-                        # Masking reloads the catalog (after DDL) before planning: what
-                        # came before must reach PostgreSQL and be answered first.
-                        if pending := out.take():
-                            await send_upstream(pending)
-                        await guard.reload_catalog()
-                    verdict = guard.check(msg)
+                    if raw and unreadable is None \
+                            and (why := text.unreadable(raw, text_of(msg))) is not None:
+                        # PostgreSQL rejects the bytes or reads them otherwise: never
+                        # judge such a text.
+                        unreadable = CharacterNotInRepertoire(f"pgguard: {why}")
+                    if unreadable is not None:
+                        verdict = guard.refuse_unreadable(msg, unreadable)
+                    else:
+                        if observe and guard.wants_catalog(msg):
+                            # Masking reloads the catalog (after DDL) before planning:
+                            # what came before must reach PostgreSQL and be answered first.
+                            if pending := out.take():
+                                await send_upstream(pending)
+                            await guard.reload_catalog()
+                        verdict = guard.check(msg)
                     sent = msg
                     if verdict is not None:
                         if verdict.hold:
@@ -551,6 +607,7 @@ class ClientSession:
                     notes: dict = {}
                     effects = guard.note_sent(msg, verdict, notes)
                     exchange.client_sent(sent, notes, effects)
+                    notes[TEXT_MARK] = text.sent(kind_of(sent))
                     if sent is not msg and k == PARSE:
                         exchange.expect_failure()  # the marker fails: skip to Sync
                     activity.statement(getattr(msg, "sql", None) or "", verdict,
@@ -571,14 +628,26 @@ class ClientSession:
                         else:
                             msg = framer.decode(kind, start, end)
                         notes = {}
+                        if k == BIND and (encoding_params := guard.encoding_params(
+                                msg.statement)):
+                            # set_config('client_encoding', $n): the value comes now.
+                            if not full_binds:
+                                msg = framer.decode(kind, start, end)
+                            if (why := bound_encoding_refusal(msg, encoding_params,
+                                                              framer.encoding)):
+                                replacement, msg = self._refused_bind(
+                                    msg, FeatureNotSupported(f"pgguard: {why}"))
                         if k == BIND and self.tap is not None:  # parameters for the record
                             await self.tap.bind(msg)
-                        if observe:
+                        if observe and replacement is None:
                             # Masking notes statements and portals; it may add a Describe
                             # before an Execute.
                             replacement = guard.on_frontend(msg, notes,
                                                             bytes(framer.buf[start:end]))
-                        exchange.client_sent(msg, notes)
+                        req = exchange.client_sent(msg, notes)
+                        mark = text.sent(k)
+                        if req is not None:
+                            req.notes[TEXT_MARK] = mark
                 elif k == TERMINATE:
                     out.put(codec.terminate())
                     await send_upstream(out.take())
@@ -613,11 +682,26 @@ class ClientSession:
         exc = verdict.refuse
         assert exc is not None
         self.rewrites.append((marker.encode(), codec.error_response(
-            "ERROR", exc.sqlstate, exc.message, exc.detail, exc.hint)))
+            "ERROR", exc.sqlstate, exc.message, exc.detail, exc.hint,
+            encoding=self.client_framer.encoding)))
         if kind[0] == PARSE:
-            return codec.parse(msg.name, marker), Parse(msg.name, marker, ())
+            return (codec.parse(msg.name, marker, encoding=self.client_framer.encoding),
+                    Parse(msg.name, marker, ()))
         # FunctionCall has no SQL to replace: run the marker as a simple query instead.
         return codec.query(marker), Query(marker)
+
+    def _refused_bind(self, msg: Bind, exc: GatewayError) -> tuple[bytes, Bind]:
+        """Replace a refused Bind with one of a statement that does not exist: PostgreSQL
+        fails it (and skips to Sync) before it touches the portal, and its error is
+        rewritten to *exc* on the way back, as :meth:`_refusal` does for statements."""
+        marker = f"pgguard_refused_{secrets.token_hex(6)}"
+        enc = self.client_framer.encoding
+        self.rewrites.append((marker.encode(), codec.error_response(
+            "ERROR", exc.sqlstate, exc.message, exc.detail, exc.hint, encoding=enc)))
+        log.info("event=statement_refused session=%s user=%s category=encoding reason=%r",
+                 self.session_id, self.user, exc.message)
+        return codec.bind(msg.portal, marker, encoding=enc), Bind(msg.portal, marker, (), (),
+                                                                   ())
 
     async def _pump_backend(self, scope: trio.CancelScope) -> None:
         assert self.link is not None
@@ -650,6 +734,9 @@ class ClientSession:
                     else:
                         msg = None
                     req = exchange.server_sent(k, msg)
+                    if k == READY_FOR_QUERY and req is not None \
+                            and (mark := req.notes.get(TEXT_MARK)) is not None:
+                        self._text_ready(mark)
                     if msg is not None:
                         activity.backend(k, msg, exchange)
                     if k == ERROR_RESPONSE and self.rewrites:
@@ -690,7 +777,11 @@ class ClientSession:
         return None
 
     def _parameter_status(self, msg: ParameterStatus) -> None:
-        if msg.name == "standard_conforming_strings" and self.guard is not None:
+        """Raises EncodingRefused: PostgreSQL reports a client_encoding pgguard cannot
+        read (nothing after it is relayed)."""
+        if msg.name == "client_encoding":
+            self._follow_encoding(msg.value)
+        elif msg.name == "standard_conforming_strings" and self.guard is not None:
             # With it off, backslashes in literals parse differently: policy must know.
             self.guard.standard_strings = msg.value == "on"
 

@@ -47,15 +47,20 @@ class Framer:
     A frame is ``(kind, start, end)``: offsets into :attr:`buf` of the whole message,
     header included, so the caller can forward ``buf[start:end]`` untouched.
     Frames stay valid until the next :meth:`feed`.
+
+    :attr:`encoding` is the Python codec strings are decoded in: the session sets it to
+    the client_encoding PostgreSQL reports (see :mod:`pgguard.wire.clienttext`).
     """
 
-    __slots__ = ("buf", "pos", "max_size", "_backend")
+    __slots__ = ("buf", "pos", "max_size", "_backend", "encoding")
 
-    def __init__(self, max_size: int = DEFAULT_MAX_SIZE, backend: bool = False):
+    def __init__(self, max_size: int = DEFAULT_MAX_SIZE, backend: bool = False,
+                 encoding: str = "utf-8"):
         self.buf = bytearray()
         self.pos = 0
         self.max_size = max_size
         self._backend = backend
+        self.encoding = encoding
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         if self.pos:
@@ -113,8 +118,8 @@ class Framer:
     def decode(self, kind: bytes, start: int, end: int) -> Message:
         try:
             if self._backend:
-                return decode_backend(kind, self.buf, start, end)
-            return decode_frontend(kind, self.buf, start, end)
+                return decode_backend(kind, self.buf, start, end, self.encoding)
+            return decode_frontend(kind, self.buf, start, end, self.encoding)
         except ProtocolError as exc:
             raise ProtocolViolation(f"malformed {kind!r} message: {exc}") from None
 
@@ -125,7 +130,7 @@ class Framer:
             ProtocolViolation: the names are malformed.
         """
         try:
-            return bind_names(self.buf, start, end)
+            return bind_names(self.buf, start, end, self.encoding)
         except ProtocolError as exc:
             raise ProtocolViolation(f"malformed b'B' message: {exc}") from None
 

@@ -23,54 +23,13 @@ from harness.attack import (
     assert_leaks_clear,
     assert_no_leak,
 )
+from harness.encodings import SWALLOWERS, UNSAFE, _hidden_delete
 from harness.rawclient import RawClient, error_of
 
 from pgguard.wire import codec
 from pgguard.wire.messages import ErrorResponse, ParameterStatus, ReadyForQuery
 
 pytestmark = pytest.mark.usefixtures("reset_victims")
-
-#: PostgreSQL encoding -> Python codec, for the encodings with 0x5C as a second byte.
-#: (JOHAB and UHC are refused too, but PostgreSQL's own JOHAB check rejects a 0x5C second
-#: byte and UHC has none.)
-CODECS = {"SJIS": "shift_jis", "BIG5": "big5", "GBK": "gbk", "GB18030": "gb18030"}
-
-
-def swallower(pycodec: str) -> str:
-    """Text whose bytes in *pycodec* are, read as UTF-8, one valid character followed by a
-    backslash, while *pycodec* pairs that character's last byte with the backslash."""
-    for cp in range(0x3000, 0xA000):
-        raw = chr(cp).encode("utf-8") + b"\\"
-        try:
-            text = raw.decode(pycodec)
-        except UnicodeDecodeError:
-            continue
-        if "\\" not in text and text.encode(pycodec) == raw:
-            return text
-    raise AssertionError(pycodec)
-
-
-SWALLOWERS = {enc: swallower(py) for enc, py in CODECS.items()}
-#: Client encodings whose second bytes overlap ASCII: refused.
-UNSAFE = (*SWALLOWERS, "JOHAB", "UHC")
-
-XFAIL_UNSAFE = pytest.mark.xfail(
-    strict=True, reason="issue 11 class 1: encodings that are not ASCII-safe are accepted "
-                        "and statement text is decoded as UTF-8")
-XFAIL_LATIN = pytest.mark.xfail(
-    strict=True, reason="issue 11 class 1: statement text is decoded as UTF-8 whatever "
-                        "client_encoding says (non-UTF-8 text is refused as unparseable)")
-
-
-def _hidden_delete(ch: str, mode: str, quote: str = "E'") -> str:
-    """SQL PostgreSQL reads (in the encoding of *ch*) as a read followed by a DELETE, and
-    the gateway (reading UTF-8, where the backslash escapes the quote) as one read."""
-    if mode == SIMPLE:
-        return f"SELECT {quote}{ch}'; DELETE FROM victims; --'"
-    # One statement (the extended protocol takes no more): the DELETE in a CTE.
-    return (f"WITH q(a) AS (SELECT {quote}{ch}'), d AS (DELETE FROM victims RETURNING 1) "
-            f"SELECT count(*) FROM d --') SELECT a FROM q")
-
 
 def _victims(attack_db) -> list:
     return attack_db.query("SELECT id, label FROM victims ORDER BY id")
@@ -87,7 +46,6 @@ def _open(client_factory, who, **conninfo):
 # --- refused at startup and on SET ---------------------------------------------------------
 
 
-@XFAIL_UNSAFE
 @pytest.mark.parametrize("via", ["client_encoding", "options"])
 @pytest.mark.parametrize("enc", UNSAFE)
 def test_startup_with_an_unsafe_encoding_is_refused(attack_gw, tokens, enc, via):
@@ -171,8 +129,8 @@ def _attack(client_factory, attack_db, who, enc, channel, sql, mode, before):
 
 
 @pytest.mark.parametrize("mode", MODES)
-# SET is refused by the policy; startup is the session's part (still to do).
-@pytest.mark.parametrize("channel", [pytest.param("startup", marks=XFAIL_UNSAFE), "set"])
+# SET is refused by the policy, a startup client_encoding by the session.
+@pytest.mark.parametrize("channel", ["startup", "set"])
 @pytest.mark.parametrize("enc", SWALLOWERS)
 def test_read_only_grant_cannot_delete_through_a_swallowed_backslash(
         client_factory, attack_db, enc, channel, mode):
@@ -198,7 +156,6 @@ def _comment(attack_db) -> str | None:
     return attack_db.value("SELECT obj_description('victims'::regclass, 'pg_class')")
 
 
-@XFAIL_UNSAFE
 @pytest.mark.parametrize("enc", ["SJIS", "GBK"])
 def test_ddl_deny_grant_cannot_comment_through_a_swallowed_backslash(
         client_factory, attack_db, enc):
@@ -213,7 +170,6 @@ def test_ddl_deny_grant_cannot_comment_through_a_swallowed_backslash(
         attack_db.execute("COMMENT ON TABLE victims IS NULL")
 
 
-@XFAIL_UNSAFE
 @pytest.mark.parametrize("enc", ["BIG5", "GB18030"])
 def test_ddl_review_grant_cannot_truncate_without_approval(client_factory, attack_db, enc):
     before = _victims(attack_db)
@@ -236,12 +192,10 @@ def test_the_same_bytes_in_utf8_are_refused_as_the_write_they_are(reader, attack
 
 TEXTS = {"LATIN9": "café crème à 5 € - œuvre", "EUC_JP": "日本語のテキスト、カタカナ",
          "LATIN1": "naïve façade ÿ", "WIN1252": "smart ‘quotes’ € …"}
-# All fail today: the gateway cannot parse text that is not UTF-8.
-TEXTS_MARKS = dict.fromkeys(TEXTS, XFAIL_LATIN)
 
 
 def _enc_params():
-    return [pytest.param(e, marks=TEXTS_MARKS.get(e, ())) for e in TEXTS]
+    return list(TEXTS)
 
 
 @pytest.mark.parametrize("mode", MODES)

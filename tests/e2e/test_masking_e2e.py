@@ -228,8 +228,13 @@ def test_constraint_errors_do_not_echo_values(writer, needles):
 def test_notices_raised_with_masked_values_are_withheld(reader, needles):
     reader.seen.clear()
     reader.notices.clear()
-    reader.conn.execute("SELECT shout(ssn), shout(email) FROM users WHERE id <= 2").fetchall()
-    assert len(reader.notices) == 4
+    # A user function given masked columns is refused before it runs (it may store them).
+    with pytest.raises(psycopg.Error) as info:
+        reader.conn.execute("SELECT shout(ssn), shout(email) FROM users WHERE id <= 2")
+    assert info.value.sqlstate == "42501"
+    _rollback(reader.conn)
+    reader.conn.execute("SELECT shout('x') FROM users WHERE id <= 2").fetchall()
+    assert len(reader.notices) == 2
     assert not leaks(reader.notices, needles)
 
 

@@ -142,8 +142,6 @@ def test_execute_of_a_statement_prepared_with_parse_cannot_set_the_encoding(supe
     assert conn.execute("SHOW client_encoding").fetchone()[0] == "UTF8"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 class 1: the session checks the Bind value "
-                                       "of StatementInfo.encoding_params (session side)")
 @pytest.mark.parametrize("enc", ["SJIS", "big5"])
 def test_a_bound_unsafe_encoding_is_refused(superuser_conn, enc):
     conn = superuser_conn

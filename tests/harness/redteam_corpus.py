@@ -145,8 +145,9 @@ CASES: list[tuple[str, Any, tuple | None, str]] = [
     # opaque functions and notices
     (Q, "SELECT get_ssn(1)", None, "ok"),
     (Q, "SELECT get_ssn(id) FROM users", None, "ok"),
-    (Q, "SELECT shout(ssn) FROM users WHERE id = 1", None, "ok"),
-    (Q, "SELECT shout(email) FROM users", None, "ok"),
+    # a user function given a masked column may store it: refused
+    (Q, "SELECT shout(ssn) FROM users WHERE id = 1", None, "err"),
+    (Q, "SELECT shout(email) FROM users", None, "err"),
     # casts that fail echo the value in the error
     (Q, "SELECT ssn::int FROM users", None, "err"),
     (Q, "SELECT email::int FROM users", None, "err"),
