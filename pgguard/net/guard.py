@@ -19,6 +19,7 @@ from ..approvals import held_notice
 from ..config import ConnectionConfig
 from ..errors import GatewayError, PolicyDenied, QueryCanceled
 from ..masking.hub import hub_for
+from ..policy import guardrails
 from ..wire.exchange import Effect, Exchange, Notes, Request
 from ..wire.messages import FunctionCall, Message, Parse, Query
 from .masker import FUNCTION_CALL_REFUSED, ResultMasker
@@ -88,6 +89,8 @@ class Guard:
         self.policy = pol
         self.groups = tuple(identity.groups)
         self.vault_role = pol.vault_role_for(self.groups)
+        # The strictest guardrails over the user's grants (docs/guardrails.md).
+        self.limits = guardrails.limits_for(pol.grants_for(self.groups))
         self._held: trio.CancelScope | None = None
         # SQL PREPAREd statements as policy judges an EXECUTE: from the exchange.
         self.prepared = PreparedView(session.exchange)
@@ -133,6 +136,8 @@ class Guard:
         cls = self._cls = policy.classify(sql, self.prepared,
                                           standard_strings=self.standard_strings)
         decision = self.last_decision = self.policy.decide(self.groups, cls)
+        if (refused := self._guardrails(decision, sql, protocol, cls)) is not None:
+            return refused
         masker = self.masker
         if decision.action == "allow":
             if masker is not None and (refusal := masker.plan_statement(sql)) is not None:
@@ -145,6 +150,39 @@ class Guard:
             # No approver needs to see what masking would refuse anyway.
             return self._masking_refusal(decision, sql, protocol, refusal, cls)
         return verdict
+
+    def _guardrails(self, decision: policy.Decision, sql: str, protocol: str,
+                    cls: policy.Classification) -> Verdict | None:
+        """A refusal when the statement would lift a guardrail or the user is over the
+        rate limit (the same marker path as a denied statement, so pipelines keep order)."""
+        limits = self.limits
+        error: GatewayError | None = None
+        why = guardrails.refusal(cls, limits)
+        if why is not None:
+            error = PolicyDenied(f"pgguard: {why}",
+                                 detail="a guardrail of the grant (docs/guardrails.md)")
+        elif limits.max_statements_per_minute is not None and not self.services.rates.allow(
+                self.identity.user, limits.max_statements_per_minute, trio.current_time(),
+                max(1, len(cls.statements))):
+            error = guardrails.RateLimited(
+                f"pgguard: rate limit of {limits.max_statements_per_minute} statements per "
+                "minute reached", hint="wait and retry")
+        if error is None:
+            return None
+        log.info("event=statement_refused session=%s user=%s category=guardrail error=%r",
+                 self.session.session_id, self.identity.user, error.message)
+        return Verdict(decision, sql, protocol, refuse=error, classification=cls)
+
+    def upstream_params(self, params: dict[str, str]) -> dict[str, str]:
+        """The client's startup parameters plus what the guardrails set upstream.
+
+        Raises:
+            GuardrailRefused: a parameter or ``options`` setting would lift a guardrail.
+        """
+        if not self.limits.holds_settings:
+            return params
+        options = guardrails.options_settings(params.get("options", ""))
+        return {**params, **guardrails.startup_settings(params, options, self.limits)}
 
     def _masking_refusal(self, decision: policy.Decision, sql: str, protocol: str,
                          refusal: Refusal, cls: policy.Classification) -> Verdict:

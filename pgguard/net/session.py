@@ -27,6 +27,7 @@ from ..errors import (
     TLSRequired,
     UnknownConnection,
 )
+from ..policy.guardrails import SessionTimeLimit
 from ..wire import codec
 from ..wire.exchange import Exchange
 from ..wire.framer import NEED_DATA, Framer, StartupFramer
@@ -460,7 +461,7 @@ class ClientSession:
         self.activity = Activity(conn.name, self.services.stats, self.services.metrics)
         if guard.masker is not None:
             guard.masker.on_masked = lambda rows: count_masked(self.services.metrics, rows)
-        params = self._upstream_params(startup)
+        params = guard.upstream_params(self._upstream_params(startup))
         source = self.services.credentials.source_for(guard.vault_role)
         self.lease = await source.acquire(conn, guard.vault_role, self.user or "")
         self.lease.role = guard.vault_role
@@ -494,6 +495,8 @@ class ClientSession:
                     nursery.start_soon(self._pump_frontend, nursery.cancel_scope)
                     nursery.start_soon(self._pump_backend, nursery.cancel_scope)
                     nursery.start_soon(self._watch_lease, source, nursery.cancel_scope)
+                    if (limit := self.guard.limits.max_session_s) is not None:
+                        nursery.start_soon(self._time_limit, limit)
         except BaseExceptionGroup as group:
             raise _first_error(group) from None
 
@@ -506,6 +509,12 @@ class ClientSession:
         self.end_reason = "credentials expired"
         await self.send_error(CredentialsExpired("pgguard: credentials expired"))
         scope.cancel()
+
+    async def _time_limit(self, seconds: float) -> None:
+        """max_session_s: end the session (run() sends the FATAL, cleanup revokes)."""
+        await trio.sleep(max(0.0, self.started + seconds - time.time()))
+        self.killed = SessionTimeLimit("pgguard: session time limit reached")
+        self.relay_scope.cancel()
 
     async def send_upstream(self, data: bytes) -> None:
         """Send bytes to PostgreSQL (the frontend pump's, and masking's own queries)."""
