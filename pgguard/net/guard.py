@@ -21,6 +21,7 @@ from ..errors import GatewayError, PolicyDenied, QueryCanceled
 from ..masking.hub import hub_for
 from ..policy import guardrails
 from ..wire.exchange import Effect, Exchange, Notes, Request
+from ..wire.limits import ResultLimiter
 from ..wire.messages import FunctionCall, Message, Parse, Query
 from .masker import FUNCTION_CALL_REFUSED, ResultMasker
 from .services import Services
@@ -91,6 +92,11 @@ class Guard:
         self.vault_role = pol.vault_role_for(self.groups)
         # The strictest guardrails over the user's grants (docs/guardrails.md).
         self.limits = guardrails.limits_for(pol.grants_for(self.groups))
+        # max_rows / max_result_bytes: the backend pump shows it every message.
+        self.limiter: ResultLimiter | None = None
+        if self.limits.max_rows is not None or self.limits.max_result_bytes is not None:
+            self.limiter = ResultLimiter(self.limits.max_rows, self.limits.max_result_bytes,
+                                         session.exchange)
         self._held: trio.CancelScope | None = None
         # SQL PREPAREd statements as policy judges an EXECUTE: from the exchange.
         self.prepared = PreparedView(session.exchange)
@@ -286,6 +292,9 @@ class Guard:
             notes: the notes of the request, filled in place.
         """
         refused = verdict is not None and verdict.refuse is not None
+        if self.limiter is not None and not refused and self._cls is not None \
+                and isinstance(msg, Query | Parse):
+            self.limiter.note_statements(self._cls.statements, notes)
         masking: list[Effect | None] = []
         if self.masker is not None:
             masking = self.masker.sent(msg, refused, notes)

@@ -636,6 +636,7 @@ class ClientSession:
         guard = self.guard
         assert guard is not None
         observe = guard.observes_results
+        limiter = guard.limiter
         exchange = self.exchange
         activity = self.activity
         assert activity is not None
@@ -663,6 +664,8 @@ class ClientSession:
                     self._parameter_status(framer.decode(kind, start, end))
                 if observe:
                     replacement = guard.on_backend(kind, framer, start, end, replacement, req)
+                if limiter is not None:  # max_rows / max_result_bytes
+                    replacement = limiter.on_backend(k, buf, start, end, replacement, req)
                 if replacement is None:
                     out.keep(start, end)
                 else:

@@ -67,7 +67,7 @@ class _Facts:
     """Categories and reasons collected while walking one statement."""
 
     __slots__ = ("found", "executes", "prepares", "deallocates", "refusal", "encoding_params",
-                 "settings")
+                 "settings", "cursor")
 
     def __init__(self) -> None:
         self.found: dict[str, list[str]] = {}
@@ -78,6 +78,7 @@ class _Facts:
         self.encoding_params: set[int] = set()
         # Changes of the settings guardrails hold (policy/guardrails.py judges them).
         self.settings: list[tuple[str, tuple[str | None, ...] | None]] = []
+        self.cursor: str | None = None   # a DECLARE's or a FETCH's (result limits)
 
     def add(self, category: str, reason: str) -> None:
         reasons = self.found.setdefault(category, [])
@@ -491,6 +492,7 @@ def _statement(node_type: str, node: dict[str, Any], facts: _Facts) -> str:
         return "EXECUTE"
     if node_type == "DeclareCursorStmt":
         facts.add("read", "declares a cursor")
+        facts.cursor = node.get("portalname")
         _walk(node.get("query"), facts)
         return "DECLARE CURSOR"
     if node_type == "FetchStmt":
@@ -498,6 +500,7 @@ def _statement(node_type: str, node: dict[str, Any], facts: _Facts) -> str:
             facts.add("txn", "moves a cursor")
             return "MOVE"
         facts.add("read", "fetches rows from a cursor")
+        facts.cursor = node.get("portalname")
         return "FETCH"
     if node_type == "TransactionStmt":
         _transaction_modes(node.get("options"), "transaction_read_only", facts)
@@ -614,7 +617,7 @@ def _finish(facts: _Facts, kind: str, text: str, node_type: str = "") -> Stateme
                          prepares=facts.prepares, deallocates=facts.deallocates,
                          reasons=pairs, refusal=facts.refusal,
                          encoding_params=tuple(sorted(facts.encoding_params)),
-                         settings=tuple(facts.settings))
+                         settings=tuple(facts.settings), cursor=facts.cursor)
 
 
 def _unparseable(sql: str, message: str) -> Classification:

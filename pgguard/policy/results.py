@@ -59,6 +59,9 @@ class StatementInfo:
     #: change back to the reset value (RESET, DEFAULT). ``BEGIN … READ WRITE`` is a change
     #: of ``transaction_read_only``; ``"*"`` is a set_config() whose name is unreadable.
     settings: tuple[tuple[str, tuple[str | None, ...] | None], ...] = ()
+    #: The cursor a ``DECLARE`` defines or a ``FETCH`` reads (result limits count the rows
+    #: of all FETCHes of one cursor together).
+    cursor: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
