@@ -8,6 +8,10 @@ import psycopg
 import pytest
 from harness.gateway import ThreadGateway
 
+# Imported at collection (not inside a test, while gateway threads run): the recording
+# suite's helpers to read the log.
+from test_recording_e2e import _session_id, recorded_config, session_records, wait_sessions_ended
+
 pytestmark = pytest.mark.usefixtures("app_db")
 
 
@@ -115,3 +119,24 @@ def test_max_result_bytes(gw, tokens):
         assert len(cur.fetchall()) == 3 and cur.statusmessage == "SELECT 3"
         assert notices == ["pgguard: result truncated at 3 rows"]
         assert c.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_recording_notes_the_truncation(make_config, tokens, tmp_path):
+    cfg = recorded_config(make_config, tmp_path)
+    cfg["connections"][0]["grants"].append({"groups": ["capped"], "read": "allow",
+                                            "max_rows": 10})
+    gw = ThreadGateway(cfg).start()
+    try:
+        with psycopg.connect(gw.dsn("rec"), password=tokens("rec", ["capped"]),
+                             autocommit=True) as c:
+            sid = _session_id(gw, "rec")
+            assert len(c.execute("SELECT g FROM generate_series(1, 500) g").fetchall()) == 10
+        wait_sessions_ended(gw)
+    finally:
+        gw.stop()
+    records = session_records(tmp_path / "rec", sid)
+    notices = [r for r in records if r["type"] == "notice"]
+    assert [n["fields"]["message"] for n in notices] == ["pgguard: result truncated at 10 rows"]
+    (result,) = [r["fields"] for r in records
+                 if r["type"] == "result" and r["fields"]["row_count"]]
+    assert result["row_count"] == 10 and result["command_tag"] == "SELECT 10"
