@@ -247,3 +247,23 @@ def test_rate_limit_across_sessions(gw, tokens):
             with a.pipeline():
                 a.execute("SELECT 2")
         assert not a.closed and not b.closed
+
+
+def test_rate_limit_counts_executes_of_a_prepared_statement(gw, tokens):
+    """A driver's prepared statement runs as Bind/Execute only: those count too."""
+    with _connect(gw, tokens, "burst2", ["bursty"]) as conn:
+        for _ in range(5):
+            assert conn.execute("SELECT 1", prepare=True).fetchone() == (1,)
+        with pytest.raises(psycopg.errors.ConfigurationLimitExceeded):
+            conn.execute("SELECT 1", prepare=True)
+        with pytest.raises(psycopg.errors.ConfigurationLimitExceeded):
+            conn.execute("SELECT 2")
+
+
+def test_rate_limit_counts_each_statement_of_a_simple_query(gw, tokens):
+    with _connect(gw, tokens, "burst3", ["bursty"]) as conn:
+        cur = psycopg.ClientCursor(conn)
+        cur.execute("SELECT 1; SELECT 2; SELECT 3; SELECT 4")
+        cur.execute("SELECT 5")
+        with pytest.raises(psycopg.errors.ConfigurationLimitExceeded):
+            cur.execute("SELECT 6")

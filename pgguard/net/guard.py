@@ -167,17 +167,32 @@ class Guard:
         if why is not None:
             error = PolicyDenied(f"pgguard: {why}",
                                  detail="a guardrail of the grant (docs/guardrails.md)")
-        elif limits.max_statements_per_minute is not None and not self.services.rates.allow(
-                self.identity.user, limits.max_statements_per_minute, trio.current_time(),
-                max(1, len(cls.statements))):
-            error = guardrails.RateLimited(
-                f"pgguard: rate limit of {limits.max_statements_per_minute} statements per "
-                "minute reached", hint="wait and retry")
+        elif protocol == "simple":
+            # The extended protocol counts its Executes instead (check_execute).
+            error = self._rate(max(1, len(cls.statements)))
         if error is None:
             return None
         log.info("event=statement_refused session=%s user=%s category=guardrail error=%r",
                  self.session.session_id, self.identity.user, error.message)
         return Verdict(decision, sql, protocol, refuse=error, classification=cls)
+
+    def _rate(self, count: int) -> GatewayError | None:
+        """max_statements_per_minute: count *count* statements; the error when over."""
+        limit = self.limits.max_statements_per_minute
+        if limit is None or self.services.rates.allow(self.identity.user, limit,
+                                                      trio.current_time(), count):
+            return None
+        return guardrails.RateLimited(
+            f"pgguard: rate limit of {limit} statements per minute reached",
+            hint="wait and retry")
+
+    def check_execute(self) -> GatewayError | None:
+        """An Execute is about to go upstream: the rate limit's error, else None."""
+        error = self._rate(1)
+        if error is not None:
+            log.info("event=statement_refused session=%s user=%s category=guardrail "
+                     "error=%r", self.session.session_id, self.identity.user, error.message)
+        return error
 
     def upstream_params(self, params: dict[str, str]) -> dict[str, str]:
         """The client's startup parameters plus what the guardrails set upstream.

@@ -571,6 +571,8 @@ class ClientSession:
                         # PostgreSQL discards it until Sync (after an error, or a refused
                         # Parse): it need not even see it.
                         replacement = b""
+                    elif k == EXECUTE and (limited := guard.check_execute()) is not None:
+                        replacement = self._refuse_execute(limited)
                     else:
                         if k == SYNC:
                             msg = SYNC_MESSAGE
@@ -627,6 +629,15 @@ class ClientSession:
             return codec.parse(msg.name, marker), Parse(msg.name, marker, ())
         # FunctionCall has no SQL to replace: run the marker as a simple query instead.
         return codec.query(marker), Query(marker)
+
+    def _refuse_execute(self, exc: GatewayError) -> bytes:
+        """An Execute over the rate limit: a marker Parse fails in its place (the batch
+        then skips to Sync, as after an error of the Execute itself)."""
+        data, sent = self._refusal(b"P", Parse("", "", ()),
+                                   Verdict(None, "", "extended", refuse=exc))
+        self.exchange.client_sent(sent, {})
+        self.exchange.expect_failure()
+        return data
 
     async def _pump_backend(self, scope: trio.CancelScope) -> None:
         assert self.link is not None
