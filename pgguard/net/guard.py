@@ -19,7 +19,9 @@ from ..approvals import held_notice
 from ..config import ConnectionConfig
 from ..errors import GatewayError, PolicyDenied, QueryCanceled
 from ..masking.hub import hub_for
+from ..policy import guardrails
 from ..wire.exchange import Effect, Exchange, Notes, Request
+from ..wire.limits import ResultLimiter
 from ..wire.messages import FunctionCall, Message, Parse, Query
 from .masker import FUNCTION_CALL_REFUSED, ResultMasker
 from .services import Services
@@ -88,6 +90,13 @@ class Guard:
         self.policy = pol
         self.groups = tuple(identity.groups)
         self.vault_role = pol.vault_role_for(self.groups)
+        # The strictest guardrails over the user's grants (docs/guardrails.md).
+        self.limits = guardrails.limits_for(pol.grants_for(self.groups))
+        # max_rows / max_result_bytes: the backend pump shows it every message.
+        self.limiter: ResultLimiter | None = None
+        if self.limits.max_rows is not None or self.limits.max_result_bytes is not None:
+            self.limiter = ResultLimiter(self.limits.max_rows, self.limits.max_result_bytes,
+                                         session.exchange)
         self._held: trio.CancelScope | None = None
         # SQL PREPAREd statements as policy judges an EXECUTE: from the exchange.
         self.prepared = PreparedView(session.exchange)
@@ -133,6 +142,8 @@ class Guard:
         cls = self._cls = policy.classify(sql, self.prepared,
                                           standard_strings=self.standard_strings)
         decision = self.last_decision = self.policy.decide(self.groups, cls)
+        if (refused := self._guardrails(decision, sql, protocol, cls)) is not None:
+            return refused
         masker = self.masker
         if decision.action == "allow":
             if masker is not None and (refusal := masker.plan_statement(sql)) is not None:
@@ -157,6 +168,54 @@ class Guard:
         log.info("event=statement_refused session=%s user=%s category=encoding reason=%r",
                  self.session.session_id, self.identity.user, exc.message)
         return Verdict(decision, msg.sql, protocol, refuse=exc)
+
+    def _guardrails(self, decision: policy.Decision, sql: str, protocol: str,
+                    cls: policy.Classification) -> Verdict | None:
+        """A refusal when the statement would lift a guardrail or the user is over the
+        rate limit (the same marker path as a denied statement, so pipelines keep order)."""
+        limits = self.limits
+        error: GatewayError | None = None
+        why = guardrails.refusal(cls, limits)
+        if why is not None:
+            error = PolicyDenied(f"pgguard: {why}",
+                                 detail="a guardrail of the grant (docs/guardrails.md)")
+        elif protocol == "simple":
+            # The extended protocol counts its Executes instead (check_execute).
+            error = self._rate(max(1, len(cls.statements)))
+        if error is None:
+            return None
+        log.info("event=statement_refused session=%s user=%s category=guardrail error=%r",
+                 self.session.session_id, self.identity.user, error.message)
+        return Verdict(decision, sql, protocol, refuse=error, classification=cls)
+
+    def _rate(self, count: int) -> GatewayError | None:
+        """max_statements_per_minute: count *count* statements; the error when over."""
+        limit = self.limits.max_statements_per_minute
+        if limit is None or self.services.rates.allow(self.identity.user, limit,
+                                                      trio.current_time(), count):
+            return None
+        return guardrails.RateLimited(
+            f"pgguard: rate limit of {limit} statements per minute reached",
+            hint="wait and retry")
+
+    def check_execute(self) -> GatewayError | None:
+        """An Execute is about to go upstream: the rate limit's error, else None."""
+        error = self._rate(1)
+        if error is not None:
+            log.info("event=statement_refused session=%s user=%s category=guardrail "
+                     "error=%r", self.session.session_id, self.identity.user, error.message)
+        return error
+
+    def upstream_params(self, params: dict[str, str]) -> dict[str, str]:
+        """The client's startup parameters plus what the guardrails set upstream.
+
+        Raises:
+            GuardrailRefused: a parameter or ``options`` setting would lift a guardrail.
+        """
+        if not self.limits.holds_settings:
+            return params
+        options = guardrails.options_settings(params.get("options", ""))
+        return {**params, **guardrails.startup_settings(params, options, self.limits)}
 
     def _masking_refusal(self, decision: policy.Decision, sql: str, protocol: str,
                          refusal: Refusal, cls: policy.Classification) -> Verdict:
@@ -260,6 +319,9 @@ class Guard:
             notes: the notes of the request, filled in place.
         """
         refused = verdict is not None and verdict.refuse is not None
+        if self.limiter is not None and not refused and self._cls is not None \
+                and isinstance(msg, Query | Parse):
+            self.limiter.note_statements(self._cls.statements, notes)
         masking: list[Effect | None] = []
         if self.masker is not None:
             masking = self.masker.sent(msg, refused, notes)

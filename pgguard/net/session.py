@@ -30,6 +30,7 @@ from ..errors import (
     TLSRequired,
     UnknownConnection,
 )
+from ..policy.guardrails import SessionTimeLimit
 from ..wire import codec
 from ..wire.clienttext import (
     ClientText,
@@ -455,7 +456,7 @@ class ClientSession:
         self.activity = Activity(conn.name, self.services.stats, self.services.metrics)
         if guard.masker is not None:
             guard.masker.on_masked = lambda rows: count_masked(self.services.metrics, rows)
-        params = self._upstream_params(startup)
+        params = guard.upstream_params(self._upstream_params(startup))
         source = self.services.credentials.source_for(guard.vault_role)
         self.lease = await source.acquire(conn, guard.vault_role, self.user or "")
         self.lease.role = guard.vault_role
@@ -525,6 +526,8 @@ class ClientSession:
                     nursery.start_soon(self._pump_frontend, nursery.cancel_scope)
                     nursery.start_soon(self._pump_backend, nursery.cancel_scope)
                     nursery.start_soon(self._watch_lease, source, nursery.cancel_scope)
+                    if (limit := self.guard.limits.max_session_s) is not None:
+                        nursery.start_soon(self._time_limit, limit)
         except BaseExceptionGroup as group:
             raise _first_error(group) from None
 
@@ -537,6 +540,12 @@ class ClientSession:
         self.end_reason = "credentials expired"
         await self.send_error(CredentialsExpired("pgguard: credentials expired"))
         scope.cancel()
+
+    async def _time_limit(self, seconds: float) -> None:
+        """max_session_s: end the session (run() sends the FATAL, cleanup revokes)."""
+        await trio.sleep(max(0.0, self.started + seconds - time.time()))
+        self.killed = SessionTimeLimit("pgguard: session time limit reached")
+        self.relay_scope.cancel()
 
     async def send_upstream(self, data: bytes) -> None:
         """Send bytes to PostgreSQL (the frontend pump's, and masking's own queries)."""
@@ -619,6 +628,8 @@ class ClientSession:
                         # PostgreSQL discards it until Sync (after an error, or a refused
                         # Parse): it need not even see it.
                         replacement = b""
+                    elif k == EXECUTE and (limited := guard.check_execute()) is not None:
+                        replacement = self._refuse_execute(limited)
                     else:
                         if k == SYNC:
                             msg = SYNC_MESSAGE
@@ -703,6 +714,15 @@ class ClientSession:
         return codec.bind(msg.portal, marker, encoding=enc), Bind(msg.portal, marker, (), (),
                                                                    ())
 
+    def _refuse_execute(self, exc: GatewayError) -> bytes:
+        """An Execute over the rate limit: a marker Parse fails in its place (the batch
+        then skips to Sync, as after an error of the Execute itself)."""
+        data, sent = self._refusal(b"P", Parse("", "", ()),
+                                   Verdict(None, "", "extended", refuse=exc))
+        self.exchange.client_sent(sent, {})
+        self.exchange.expect_failure()
+        return data
+
     async def _pump_backend(self, scope: trio.CancelScope) -> None:
         assert self.link is not None
         framer = self.link.framer
@@ -711,6 +731,7 @@ class ClientSession:
         guard = self.guard
         assert guard is not None
         observe = guard.observes_results
+        limiter = guard.limiter
         exchange = self.exchange
         activity = self.activity
         assert activity is not None
@@ -745,6 +766,8 @@ class ClientSession:
                     self._parameter_status(framer.decode(kind, start, end))
                 if observe:
                     replacement = guard.on_backend(kind, framer, start, end, replacement, req)
+                if limiter is not None:  # max_rows / max_result_bytes
+                    replacement = limiter.on_backend(k, buf, start, end, replacement, req)
                 if replacement is None:
                     out.keep(start, end)
                 else:
