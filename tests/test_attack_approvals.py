@@ -115,10 +115,6 @@ def test_one_approval_runs_a_held_statement_once(agent, dba, attack_db):
     """Control: the simple protocol asks again for the same text."""
     first = _approve_first(agent, dba, attack_db, "TRUNCATE victims", None)
     _second_execution_is_held(agent, dba, attack_db, "TRUNCATE victims", None, first)
-
-
-@pytest.mark.xfail(strict=True, reason="issue 11 class 3: the approval is given at Parse; "
-                                       "later Bind/Execute of the named statement run unasked")
 def test_named_prepared_statement_is_held_again_on_the_second_execute(agent, dba, attack_db):
     first = _approve_first(agent, dba, attack_db, "TRUNCATE victims", True)
     _second_execution_is_held(agent, dba, attack_db, "TRUNCATE victims", True, first)
@@ -136,10 +132,6 @@ def _decide_while(dba, fut: Future, verb: str, seen: set[int]) -> list[int]:
                 decided.append(rid)
         time.sleep(0.05)
     return decided
-
-
-@pytest.mark.xfail(strict=True, reason="issue 11 class 3: the approval is given at Parse; "
-                                       "a second Bind/Execute of the statement runs unasked")
 def test_raw_parse_once_execute_twice_is_two_requests(attack_gw, tokens, dba, attack_db):
     """Wherever the gateway holds (Parse or Execute), the second execution of the named
     statement needs a request of its own."""
@@ -247,10 +239,6 @@ def _wait_status(dba, rid: int, want: str, within: float) -> str:
         time.sleep(0.05)
         st = status(dba, rid)
     return st
-
-
-@pytest.mark.xfail(strict=True, reason="issue 11 class 3: a held statement whose client "
-                                       "vanished stays pending and runs when approved")
 @pytest.mark.parametrize("how", ["close", "shutdown"])
 def test_killed_client_withdraws_at_once_and_an_approval_runs_nothing(
         attack_gw, tokens, dba, attack_db, how):
@@ -271,11 +259,6 @@ def test_killed_client_withdraws_at_once_and_an_approval_runs_nothing(
     assert st == "withdrawn"
 
 
-XFAIL_GONE = pytest.mark.xfail(strict=True, reason="issue 11 class 3: a held client's "
-                                                   "Terminate does not withdraw its request")
-
-
-@XFAIL_GONE
 def test_terminate_withdraws(attack_gw, tokens, dba, attack_db):
     """Control: a client that says goodbye (Terminate) withdraws its request."""
     c, rid = _held_by_a_raw_client(attack_gw, tokens, "TRUNCATE victims")
@@ -288,7 +271,6 @@ def test_terminate_withdraws(attack_gw, tokens, dba, attack_db):
     assert count(attack_db) == 5
 
 
-@XFAIL_GONE
 def test_decision_on_a_withdrawn_request_is_refused(attack_gw, tokens, dba, attack_db):
     c, rid = _held_by_a_raw_client(attack_gw, tokens, "TRUNCATE victims")
     c.send(codec.message(b"X", b""))

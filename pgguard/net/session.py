@@ -190,6 +190,14 @@ def _first_error(group: BaseExceptionGroup) -> BaseException:
     return leaves[0]
 
 
+def _terminates(framer: Framer) -> bool:
+    """Whether the frames buffered in *framer* (consumed) include a Terminate."""
+    while (frame := framer.next_frame()) is not None:
+        if frame[0][0] == TERMINATE:
+            return True
+    return False
+
+
 class ClientSession:
     """Everything about one client connection."""
 
@@ -307,6 +315,9 @@ class ClientSession:
         return SessionTap(recorder, info, self.exchange, detectors)
 
     async def _cleanup(self) -> None:
+        if self.guard is not None:
+            # First: a decision on a request of a session that ended must run nothing.
+            await self.guard.withdraw_all()
         key = (self.link.process_id, self.secret_key) if self.link is not None else None
         self.services.registry.unregister(self, key)
         if self.link is not None:
@@ -521,7 +532,10 @@ class ClientSession:
                             # Send what came before, then wait for a human.
                             if pending := out.take():
                                 await send_upstream(pending)
-                            verdict = await guard.wait_for_approval(verdict)
+                            verdict = await self._hold(verdict)
+                            if verdict is None:  # the client left: nothing runs
+                                scope.cancel()
+                                return
                         if verdict.refuse is not None:
                             replacement, sent = self._refusal(kind, msg, verdict)
                     notes: dict = {}
@@ -545,8 +559,26 @@ class ClientSession:
                         else:
                             msg = framer.decode(kind, start, end)
                         notes = {}
-                        if k == BIND and self.tap is not None:  # parameters for the record
-                            await self.tap.bind(msg)
+                        if guard.rules_seen and k == EXECUTE:
+                            verdict = guard.check_execute(msg)
+                            if verdict is not None:
+                                if verdict.hold:
+                                    # One execution, one approval: what came before goes
+                                    # first, then this Execute waits for a human.
+                                    if pending := out.take():
+                                        await send_upstream(pending)
+                                    verdict = await self._hold(verdict)
+                                    if verdict is None:
+                                        scope.cancel()
+                                        return
+                                if verdict.refuse is not None:
+                                    out.put(self._refused_execute(verdict))
+                                    continue
+                        elif k == BIND:
+                            if guard.rules_seen:
+                                guard.on_bind(msg, notes)
+                            if self.tap is not None:  # parameters for the record
+                                await self.tap.bind(msg)
                         if observe:
                             # Masking notes statements and portals; it may add a Describe
                             # before an Execute.
@@ -572,6 +604,68 @@ class ClientSession:
                 return
             framer.feed(data)
 
+    async def _hold(self, verdict: Verdict) -> Verdict | None:
+        """Wait for the decision on a held statement while watching the client.
+
+        The client is read meanwhile (its bytes kept, in order, for after the hold): at
+        end of stream or a Terminate the wait is cancelled, which withdraws the request
+        at once, and None is returned (the session ends; nothing held runs).
+
+        Raises:
+            ProtocolViolation: the client sent a malformed frame, or more than a message's
+                limit, while held.
+        """
+        guard = self.guard
+        assert guard is not None
+        framer = self.client_framer
+        peek = Framer(framer.max_size)
+        peek.feed(framer.buf[framer.pos:])
+        early: list[bytes] = []
+        limit = framer.max_size + RECEIVE_SIZE
+        size = 0
+        result: Verdict | None = None
+
+        async def watch(cancel: trio.CancelScope) -> None:
+            nonlocal size
+            while True:
+                data = await self._receive_client()
+                if not data:
+                    self.end_reason = "client disconnected while held"
+                    break
+                early.append(data)
+                size += len(data)
+                if size > limit:
+                    raise ProtocolViolation("pgguard: too much data sent while a statement "
+                                            "is held for approval")
+                peek.feed(data)
+                if _terminates(peek):
+                    self.end_reason = "client terminated while held"
+                    break
+            cancel.cancel()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch, nursery.cancel_scope)
+            result = await guard.wait_for_approval(verdict)
+            nursery.cancel_scope.cancel()
+        if result is None:
+            return None
+        # Extended in place, not fed: the offsets of the frames being handled stay valid.
+        for data in early:
+            framer.buf += data
+        return result
+
+    def _refused_execute(self, verdict: Verdict) -> bytes:
+        """An Execute refused (denied or not approved): in its place goes a Parse that
+        fails in PostgreSQL's parser, so the error comes in order and what follows up to
+        Sync is skipped, as after a failed Execute."""
+        marker, parse = self._refusal(b"E", Parse("", "", ()), verdict)
+        notes: dict = {}
+        assert self.guard is not None
+        self.guard.note_sent(parse, verdict, notes)
+        self.exchange.client_sent(parse, notes)
+        self.exchange.expect_failure()
+        return marker
+
     def _refusal(self, kind: bytes, msg: Query | Parse | FunctionCall, verdict: Verdict
                  ) -> tuple[bytes, Query | Parse]:
         """Replace a refused statement with one that fails in PostgreSQL's parser.
@@ -590,6 +684,9 @@ class ClientSession:
             "ERROR", exc.sqlstate, exc.message, exc.detail, exc.hint)))
         if kind[0] == PARSE:
             return codec.parse(msg.name, marker), Parse(msg.name, marker, ())
+        if kind[0] == EXECUTE:
+            # Named after the marker: its failure leaves the client's statements alone.
+            return codec.parse(marker, marker), Parse(marker, marker, ())
         # FunctionCall has no SQL to replace: run the marker as a simple query instead.
         return codec.query(marker), Query(marker)
 
