@@ -118,8 +118,9 @@ class Guard:
         self._holding = False          # wait_for_approval is under way
         # Requests submitted and not yet final: withdrawn when the session ends.
         self.pending_requests: set[int] = set()
-        # Some prepared statement of this session has an ExecutionRule: Binds and
-        # Executes are looked at (until then they pass untouched, as on the hot path).
+        # Some prepared statement of this session may have an ExecutionRule (a Parse
+        # had one, or a SQL PREPARE ran): from then on Binds and Executes are looked at
+        # (until then they pass untouched, as on the hot path).
         self.rules_seen = False
         # SQL PREPAREd statements as policy judges an EXECUTE: from the exchange.
         self.prepared = PreparedView(session.exchange)
@@ -409,6 +410,8 @@ class Guard:
             if st.prepares is not None:
                 prepared = dict(effect.notes) if effect is not None else {}
                 prepared[POLICY] = policy.Classification((st,), st.category, st.categories)
+                # A Bind may name it (one namespace with Parse): its rule is found then.
+                self.rules_seen = True
                 effects.append(Effect("prepare", st.prepares, prepared))
             elif st.deallocates is not None:
                 # "*": DEALLOCATE ALL or DISCARD ALL, applied from the command tag.
