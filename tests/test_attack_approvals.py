@@ -7,6 +7,7 @@ gateway). A DBA decides on the gateway's admin console.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -578,3 +579,21 @@ def test_bytes_sent_while_held_run_in_order_after_the_decision(attack_gw, tokens
         assert count(attack_db) == 5
     finally:
         a.close()
+
+
+def test_the_approver_sees_the_bound_parameters_after_the_detectors(raw_careful, dba,
+                                                                     attack_db):
+    """A held Execute's request carries its Bind's parameters (what will run), with the
+    detectors applied: an e-mail address is not shown in clear."""
+    a = raw_careful
+    a.send(codec.parse("lab", "UPDATE victims SET label = $1 WHERE id = $2"),
+           codec.bind("", "lab", [b"someone@example.com", b"3"]), codec.execute(""),
+           codec.sync())
+    (rid,) = a.held(1)
+    row = next(r for r in dba.execute("SHOW APPROVALS").fetchall() if int(r[0]) == rid)
+    params = json.loads(row[-1])
+    assert params[1] == "3" and len(params) == 2
+    assert "someone@example.com" not in row[-1]
+    decide(dba, "DENY", rid)
+    a.ready(1)
+    assert attack_db.value("SELECT label FROM victims WHERE id = 3") == "v3"

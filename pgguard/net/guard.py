@@ -39,6 +39,7 @@ from .services import Services
 if TYPE_CHECKING:
     from ..identity import Identity
     from ..masking import Refusal, SessionMasking
+    from ..masking.detectors import Detectors
     from ..wire.framer import Framer
     from .backend import BackendLink
 
@@ -54,6 +55,9 @@ class Verdict:
     refuse: GatewayError | None = None
     request_id: int | None = None
     classification: policy.Classification | None = None
+    # Extended protocol: the bound parameters, after the masking detectors (for the
+    # approver).
+    params: tuple[str | None, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,7 +240,7 @@ class Guard:
                     user=self.identity.user, groups=list(self.groups),
                     connection=self.conn.name, category=verdict.decision.category,
                     kind=verdict.decision.kind, reason=verdict.decision.reason,
-                    sql=verdict.sql, params=[])
+                    sql=verdict.sql, params=list(verdict.params))
         except GatewayError as exc:
             self._holding = False
             verdict.hold = False
@@ -346,22 +350,46 @@ class Guard:
         notes[APPROVAL] = rule
         return rule
 
-    def on_bind(self, msg: Bind, notes: Notes) -> None:
+    def on_bind(self, msg: Bind, notes: Notes) -> bool:
         """A Bind is being forwarded: its portal takes the rules of every statement it may
-        bind (a pending redefinition, or the confirmed one)."""
+        bind (a pending redefinition, or the confirmed one).
+
+        Returns:
+            Whether it took any (then :meth:`note_params` wants the whole Bind).
+        """
         rules = _distinct(self._rule(n)
                           for n in self.session.exchange.expected_statements(msg.statement))
         if rules:
             notes[APPROVAL] = rules
+        return bool(rules)
+
+    def note_params(self, msg: Bind, notes: Notes, detectors: Detectors) -> None:
+        """Keep the parameters of a Bind whose executions are held, after the masking
+        *detectors* (the session's), for the approver."""
+        formats = msg.param_formats
+        nf = len(formats)
+        params: list[str | None] = []
+        for i, value in enumerate(msg.params):
+            fmt = formats[i] if nf > 1 else (formats[0] if nf else 0)
+            if value is None:
+                params.append(None)
+            elif fmt == 1:
+                params.append(f"<binary {len(value)} bytes>")
+            else:
+                params.append(detectors.scan_text(value.decode("utf-8", "replace")))
+        notes[PARAMS] = tuple(params)
 
     def check_execute(self, msg: Execute) -> Verdict | None:
         """An Execute: None when what it may run needs no approval, else the verdict (a
         hold, for one execution, or a refusal)."""
         rules: list[ExecutionRule] = []
+        params: tuple[str | None, ...] | None = None
         for n in self.session.exchange.expected_portals(msg.portal):
             for rule in n.get(APPROVAL, ()):
                 if rule not in rules:
                     rules.append(rule)
+            if params is None and APPROVAL in n:
+                params = n.get(PARAMS, ())  # the newest Bind's
         if not rules:
             return None
         # The strictest rule decides; the approver sees every text it may run.
@@ -373,7 +401,9 @@ class Guard:
             return Verdict(worst.decision, sql, "extended", refuse=PolicyDenied(
                 policy.deny_message(worst.decision, self.conn.name),
                 detail=worst.decision.reason or None))
-        return self._verdict(worst.decision, sql, "extended")
+        verdict = self._verdict(worst.decision, sql, "extended")
+        verdict.params = params or ()
+        return verdict
 
     def note_sent(self, msg: Message, verdict: Verdict | None, notes: Notes
                   ) -> tuple[Effect | None, ...]:
@@ -448,6 +478,7 @@ class Guard:
 
 POLICY = "policy"
 APPROVAL = "approval"
+PARAMS = "approval_params"
 
 
 def _distinct(rules: Iterable[ExecutionRule | None]) -> tuple[ExecutionRule, ...]:

@@ -72,6 +72,7 @@ from .services import Services
 if TYPE_CHECKING:
     from ..credentials import CredentialSource, Lease
     from ..identity import Identity
+    from ..masking.detectors import Detectors
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +232,7 @@ class ClientSession:
         self.end_reason = "client closed"
         self.state = "startup"
         self.tap: SessionTap | None = None  # when recording is on
+        self._scan: Detectors | None = None
 
     @property
     def txn_status(self) -> str:
@@ -311,8 +313,15 @@ class ClientSession:
         groups = tuple(self.identity.groups) if self.identity else ()
         info = SessionInfo(self.session_id, self.user or "", groups, self.guard.conn.name,
                            self.peer, self.tls, self.started)
-        detectors = session_detectors(self.guard.masking, self.cfg.masking, groups)
-        return SessionTap(recorder, info, self.exchange, detectors)
+        return SessionTap(recorder, info, self.exchange, self._detectors())
+
+    def _detectors(self) -> Detectors:
+        """What scans this session's statement text and parameters (made once)."""
+        if self._scan is None:
+            assert self.guard is not None
+            groups = tuple(self.identity.groups) if self.identity else ()
+            self._scan = session_detectors(self.guard.masking, self.cfg.masking, groups)
+        return self._scan
 
     async def _cleanup(self) -> None:
         if self.guard is not None:
@@ -575,8 +584,10 @@ class ClientSession:
                                     out.put(self._refused_execute(verdict))
                                     continue
                         elif k == BIND:
-                            if guard.rules_seen:
-                                guard.on_bind(msg, notes)
+                            if guard.rules_seen and guard.on_bind(msg, notes):
+                                if not full_binds:
+                                    msg = framer.decode(kind, start, end)
+                                guard.note_params(msg, notes, self._detectors())
                             if self.tap is not None:  # parameters for the record
                                 await self.tap.bind(msg)
                         if observe:
