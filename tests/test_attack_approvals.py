@@ -597,3 +597,18 @@ def test_the_approver_sees_the_bound_parameters_after_the_detectors(raw_careful,
     decide(dba, "DENY", rid)
     a.ready(1)
     assert attack_db.value("SELECT label FROM victims WHERE id = 3") == "v3"
+
+
+def test_held_statement_sent_together_with_terminate_runs_nothing(attack_gw, tokens, dba,
+                                                                  attack_db):
+    """Query and Terminate in one write: the client leaves before anyone can decide."""
+    before = set(_pending_ids(dba))
+    a = RawAgent(attack_gw, tokens, ENGINEER)
+    try:
+        a.send(codec.query("TRUNCATE victims"), codec.terminate())
+        assert a.closed.wait(WAIT_S)
+    finally:
+        a.close()
+    assert not [r for r in _pending_ids(dba) if r not in before]
+    time.sleep(0.3)
+    assert count(attack_db) == 5

@@ -631,6 +631,10 @@ class ClientSession:
         framer = self.client_framer
         peek = Framer(framer.max_size)
         peek.feed(framer.buf[framer.pos:])
+        if _terminates(peek):
+            # Sent with the held message: the client is gone before anyone could decide.
+            self.end_reason = "client terminated while held"
+            return None
         early: list[bytes] = []
         limit = framer.max_size + RECEIVE_SIZE
         size = 0
