@@ -21,10 +21,16 @@ def instance_name(cfg: config_mod.Config) -> str:
     return f"{socket.gethostname()}-{cfg.listen.port}" + (f"-w{worker}" if worker else "")
 
 
+def console_usable(cfg: config_mod.Config) -> bool:
+    """Someone may run console commands that need the store (operators or approvers)."""
+    return bool(cfg.admin.groups or cfg.approvals.approver_groups)
+
+
 def build_services(cfg: config_mod.Config, instance: str | None = None) -> Services:
     """Create what the configuration asks for: verifier, credentials, policies, masking
     (reads ``masking.hash_key_file`` now, so a bad key stops the gateway at start),
-    approvals and recording when configured.
+    approvals, the kill switch's blocks and recording when configured, and this process's
+    metrics.
 
     Raises:
         ConfigError: a file the configuration names cannot be used.
@@ -38,6 +44,12 @@ def build_services(cfg: config_mod.Config, instance: str | None = None) -> Servi
     if cfg.approvals.approver_groups:
         from .approvals import Approvals
         services.approvals = Approvals(cfg.approvals, instance)
+    if console_usable(cfg):
+        # The kill switch works without [approvals]: its blocks live in approvals.store
+        # (shared with the approvals service when there is one).
+        from .approvals import Blocks
+        store = services.approvals.store if services.approvals is not None else None
+        services.blocks = Blocks.open(cfg.approvals, instance, store=store)
     if cfg.recording.dir:
         from .audit import Recorder
         services.recorder = Recorder(cfg.recording, instance)

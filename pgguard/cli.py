@@ -11,12 +11,13 @@ from . import __version__
 from .errors import ConfigError
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+def _setup_logging(level: str | None, fmt: str | None = None, cfg=None) -> None:
+    """Logs to stderr, one event per line (:mod:`pgguard.logs`); the command line's
+    ``--log-level``/``--log-format`` win over the configuration's ``[log]``."""
+    from . import logs
+    level = level or (cfg.log.level if cfg is not None else "info")
+    fmt = fmt or (cfg.log.format if cfg is not None else "text")
+    logs.setup(level, fmt)
 
 
 def _load_config(path: str):
@@ -29,9 +30,18 @@ def _load_config(path: str):
         return None
 
 
+def _preflight(cfg) -> bool:
+    """True when the machine can run *cfg*; else every problem is printed, one a line."""
+    from .preflight import check
+    problems = check(cfg)
+    for problem in problems:
+        print(f"{problem} (in {cfg.path})" if cfg.path else problem, file=sys.stderr)
+    return not problems
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = _load_config(args.file)
-    if cfg is None:
+    if cfg is None or not _preflight(cfg):
         return 1
     print(f"{args.file}: OK ({len(cfg.connections)} connection(s), listening on "
           f"{cfg.listen.host}:{cfg.listen.port})")
@@ -40,9 +50,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     cfg = _load_config(args.config)
-    if cfg is None:
+    # Everything that can be checked is checked before anything listens (workers too).
+    if cfg is None or not _preflight(cfg):
         return 1
-    _setup_logging(args.log_level)
+    _setup_logging(args.log_level, args.log_format, cfg)
     if args.workers and args.workers > 1:
         return _serve_workers(args, cfg)
     return serve_config(cfg)
@@ -84,32 +95,83 @@ def serve_config(cfg) -> int:
 
 
 def _serve_workers(args, cfg) -> int:
-    """N worker processes sharing the port with SO_REUSEPORT (set by each worker's listener)."""
+    """N worker processes sharing the port with SO_REUSEPORT (set by each worker's listener).
+
+    With ``[metrics]`` the parent serves ``/metrics`` (the sum over the workers, from
+    prometheus_client's multiprocess folder, made here and removed at the end),
+    ``/healthz`` (a worker is running) and ``/readyz``; the workers serve none.
+    """
+    import functools
+    import shutil
     import signal
     import subprocess
+    import tempfile
+
+    import trio
+
+    from .metrics import aggregate_registry, mark_worker_dead, serve_metrics, worker_env
+    from .readiness import checks_for
+
+    mdir = tempfile.mkdtemp(prefix="pgguard-metrics-") if cfg.metrics.enabled else None
     env = dict(os.environ, PGGUARD_REUSE_PORT="1")
-    procs = [subprocess.Popen([sys.executable, "-m", "pgguard", "serve", "--config",
-                               args.config, "--log-level", args.log_level],
-                              env=dict(env, PGGUARD_WORKER=str(i)))
+    if mdir is not None:
+        env = worker_env(mdir, env)
+    argv = [sys.executable, "-m", "pgguard", "serve", "--config", args.config]
+    for flag, value in (("--log-level", args.log_level), ("--log-format", args.log_format)):
+        if value:
+            argv += [flag, value]
+    procs = [subprocess.Popen(argv, env=dict(env, PGGUARD_WORKER=str(i)))
              for i in range(args.workers)]
 
-    def forward(signum, _frame):
+    def forward(signum, _frame=None):
         for p in procs:
-            p.send_signal(signum)
+            if p.poll() is None:
+                p.send_signal(signum)
 
     signal.signal(signal.SIGHUP, forward)
     signal.signal(signal.SIGTERM, forward)
+
+    async def wait_worker(p: subprocess.Popen) -> None:
+        await trio.to_thread.run_sync(p.wait, abandon_on_cancel=True)
+        if mdir is not None:
+            mark_worker_dead(p.pid, mdir)  # its sessions and leases stop counting
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            if mdir is not None:
+                m = cfg.metrics
+                nursery.start_soon(functools.partial(
+                    serve_metrics, aggregate_registry(mdir), m.host, m.port,
+                    healthy=lambda: any(p.poll() is None for p in procs),
+                    checks=checks_for(cfg), check_timeout_s=m.check_timeout_s))
+            async with trio.open_nursery() as workers:
+                for p in procs:
+                    workers.start_soon(wait_worker, p)
+            nursery.cancel_scope.cancel()
+
     try:
-        return max(p.wait() for p in procs)
+        trio.run(main)
     except KeyboardInterrupt:
-        forward(signal.SIGINT, None)
+        forward(signal.SIGINT)
+        for p in procs:
+            p.wait()
         return 0
+    finally:
+        if mdir is not None:
+            shutil.rmtree(mdir, ignore_errors=True)
+    return max(p.returncode or 0 for p in procs)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
-    _setup_logging(args.log_level)
+    _setup_logging(args.log_level, args.log_format)
     return run_demo(args)
+
+
+def _add_log_format(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-format", choices=("text", "json"),
+                   default=os.environ.get("PGGUARD_LOG_FORMAT"),
+                   help="log lines as logfmt text or JSON (default: [log] format, else text)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,7 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the gateway")
     p.add_argument("--config", required=True, help="TOML configuration file")
     p.add_argument("--workers", type=int, default=1, help="worker processes (SO_REUSEPORT)")
-    p.add_argument("--log-level", default=os.environ.get("PGGUARD_LOG_LEVEL", "info"))
+    p.add_argument("--log-level", default=os.environ.get("PGGUARD_LOG_LEVEL"),
+                   help="debug, info, warning, error (default: [log] level, else info)")
+    _add_log_format(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("check-config", help="validate a configuration file")
@@ -131,8 +195,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run the gateway on an embedded default setup")
     p.add_argument("--port", type=int, default=6432)
     p.add_argument("--log-level", default="warning")
+    _add_log_format(p)
     p.add_argument("--seconds", type=float, default=None,
                    help="stop after this many seconds (default: until Ctrl-C)")
+    p.add_argument("--write-config", metavar="DIR", default=None,
+                   help="also write DIR/pgguard.toml and its key files: a configuration for "
+                        "`pgguard serve` against the demo's PostgreSQL and OpenBao")
+    p.add_argument("--serve-port", type=int, default=None,
+                   help="the port in the --write-config configuration (default: --port + 1)")
     p.set_defaults(func=cmd_demo)
 
     for module in ("audit", "admin.prompt"):

@@ -130,6 +130,16 @@ class ApprovalsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AdminConfig:
+    """``[admin]``: who may run the console's operator commands.
+
+    ``groups`` defaults to ``approvals.approver_groups``; an empty tuple lets nobody.
+    """
+
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class RecordingConfig:
     dir: str | None = None
     key_file: str | None = None
@@ -142,6 +152,32 @@ class RecordingConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """``[metrics]``: the Prometheus and probe endpoint; off unless the section exists."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 9930
+    check_timeout_s: float = 2.0
+
+    @property
+    def listen(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    """``[log]``: the log line format and level (``--log-format``/``--log-level`` win)."""
+
+    format: str = "text"
+    level: str = "info"
+
+
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     path: str | None = None
     listen: ListenConfig = field(default_factory=ListenConfig)
@@ -151,6 +187,9 @@ class Config:
     masking: MaskingConfig = field(default_factory=MaskingConfig)
     approvals: ApprovalsConfig = field(default_factory=ApprovalsConfig)
     recording: RecordingConfig = field(default_factory=RecordingConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
 
     def connection(self, name: str) -> ConnectionConfig | None:
         for conn in self.connections:
@@ -418,6 +457,19 @@ def _approvals(s: _Section) -> ApprovalsConfig:
     return cfg
 
 
+def _admin(s: _Section, approvals: ApprovalsConfig) -> AdminConfig:
+    explicit = "groups" in s.data
+    groups = s.get_str_list("groups", approvals.approver_groups)
+    for i, group in enumerate(groups if explicit else ()):
+        if not group.strip():
+            raise s.error(f"groups[{i}]", "must not be empty")
+        if group == "*":
+            # Grants read '*' as everyone; the console (KILL, BLOCK) must never be that.
+            raise s.error(f"groups[{i}]", "'*' is not allowed here; name the groups")
+    s.finish()
+    return AdminConfig(groups=groups)
+
+
 def _recording(s: _Section) -> RecordingConfig:
     cfg = RecordingConfig(
         dir=s.get("dir", str),
@@ -437,7 +489,27 @@ def _recording(s: _Section) -> RecordingConfig:
     return cfg
 
 
-SECTIONS = ("listen", "identity", "vault", "connections", "masking", "approvals", "recording")
+def _metrics(s: _Section, present: bool) -> MetricsConfig:
+    listen = s.get("listen", str, "127.0.0.1:9930")
+    host, sep, port_text = listen.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise s.error("listen", f"must be HOST:PORT (e.g. 127.0.0.1:9930); got {listen!r}")
+    cfg = MetricsConfig(enabled=present, host=host, port=int(port_text),
+                        check_timeout_s=s.positive("check_timeout_s", float, 2.0))
+    s.finish()
+    return cfg
+
+
+def _log(s: _Section) -> LogConfig:
+    cfg = LogConfig(format=s.choice("format", LOG_FORMATS, "text"),
+                    level=s.choice("level", LOG_LEVELS, "info"))
+    s.finish()
+    return cfg
+
+
+SECTIONS = ("listen", "identity", "vault", "connections", "masking", "approvals", "recording",
+            "metrics", "log", "admin")
 
 
 def parse(data: dict[str, Any], path: str | None = None) -> Config:
@@ -460,6 +532,7 @@ def parse(data: dict[str, Any], path: str | None = None) -> Config:
         seen.add(c.name)
     if connections and not identity.issuer and not identity.jwks_url:
         raise ConfigError("identity.issuer", "is required (or identity.jwks_url)", path)
+    approvals = _approvals(root.sub("approvals"))
     cfg = Config(
         path=path,
         listen=listen,
@@ -467,8 +540,11 @@ def parse(data: dict[str, Any], path: str | None = None) -> Config:
         vault=vault,
         connections=connections,
         masking=_masking(root.sub("masking"), "masking" in data),
-        approvals=_approvals(root.sub("approvals")),
+        approvals=approvals,
         recording=_recording(root.sub("recording")),
+        metrics=_metrics(root.sub("metrics"), "metrics" in data),
+        log=_log(root.sub("log")),
+        admin=_admin(root.sub("admin"), approvals),
     )
     root.finish()
     return cfg

@@ -98,6 +98,10 @@ class Demo:
     bao: Any = None
     config_path: str = ""
     tokens: dict[str, str] = field(default_factory=dict, repr=False)
+    # --write-config: the folder with a config for `pgguard serve` against these services.
+    served_config: str = ""
+    served_port: int = 0
+    _gateway_token_text: str = field(default="", repr=False)
 
     # --- set-up -------------------------------------------------------------------
 
@@ -134,6 +138,7 @@ class Demo:
             for user, groups in USERS.items():
                 self.tokens[user] = self.bao.issue_token(user, groups, ttl=TOKEN_TTL)
             gateway_token = self._gateway_token()
+            self._gateway_token_text = gateway_token
         except Exception as exc:
             # RuntimeError from the process, hvac's VaultError from configuring it.
             raise DemoError(f"setting up OpenBao failed: {exc}") from None
@@ -171,8 +176,8 @@ class Demo:
                                         renewable=True)
         return resp["auth"]["client_token"]
 
-    def _secret_file(self, name: str, content: str) -> str:
-        path = os.path.join(self.workdir, "secrets", name)
+    def _secret_file(self, name: str, content: str, root: str | None = None) -> str:
+        path = os.path.join(root or self.workdir, "secrets", name)
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -194,6 +199,50 @@ class Demo:
                 approvals_db=os.path.join(self.workdir, "approvals.db"),
                 sessions_dir=os.path.join(self.workdir, "sessions")))
         config_mod.load(path)  # a broken sample policy is a bug: fail here, loudly
+        return path
+
+    def write_config_to(self, directory: str, port: int) -> str:
+        """Write a configuration for ``pgguard serve`` against this demo's PostgreSQL and
+        OpenBao into *directory*, with its own key files (``secrets/``, mode 0600), its
+        approvals store and recording folder; it works while the demo runs.
+
+        Args:
+            directory: created if missing; must not hold a ``pgguard.toml`` already.
+            port: the port the served gateway listens on.
+
+        Returns:
+            The path of ``DIRECTORY/pgguard.toml``.
+
+        Raises:
+            DemoError: the folder cannot be written or already has a configuration.
+        """
+        from . import config as config_mod
+
+        directory = os.path.abspath(directory)
+        path = os.path.join(directory, "pgguard.toml")
+        try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            if os.path.exists(path):
+                raise DemoError(f"--write-config: {path} exists; give an empty folder")
+            sessions = os.path.join(directory, "sessions")
+            os.makedirs(sessions, mode=0o700, exist_ok=True)
+            text = render_config(
+                port=port, issuer=self.bao.issuer, vault_url=self.bao.url,
+                pg_port=self.pg.port,
+                vault_token_file=self._secret_file("vault-token", self._gateway_token_text,
+                                                   directory),
+                mask_key_file=self._secret_file("mask-key", secrets.token_hex(32), directory),
+                audit_key_file=self._secret_file("audit-key", secrets.token_hex(32),
+                                                 directory),
+                approvals_db=os.path.join(directory, "approvals.db"), sessions_dir=sessions,
+                note="for `pgguard serve --config` while `pgguard demo` runs (its "
+                     "PostgreSQL and OpenBao go away when the demo stops)")
+            with open(path, "w") as f:
+                f.write(text)
+        except OSError as exc:
+            raise DemoError(f"--write-config: cannot write {directory}: {exc}") from None
+        config_mod.load(path)
+        self.served_config, self.served_port = path, port
         return path
 
     # --- clean-up -----------------------------------------------------------------
@@ -235,7 +284,8 @@ def _toml(value: Any) -> str:
 
 def render_config(*, port: int, issuer: str, vault_url: str, pg_port: int,
                   vault_token_file: str, mask_key_file: str, audit_key_file: str,
-                  approvals_db: str, sessions_dir: str) -> str:
+                  approvals_db: str, sessions_dir: str,
+                  note: str = "generated; removed when the demo stops") -> str:
     """The demo's sample policy as TOML.
 
     Args:
@@ -248,13 +298,14 @@ def render_config(*, port: int, issuer: str, vault_url: str, pg_port: int,
         audit_key_file: HMAC key for the session recordings.
         approvals_db: sqlite file of the approvals store.
         sessions_dir: folder for the session recordings.
+        note: what the header comment says about the file.
 
     Returns:
         The configuration text.
     """
     t = _toml
     return f"""\
-# pgguard demo policy (generated; removed when the demo stops)
+# pgguard demo policy ({note})
 
 [listen]
 host = {t(HOST)}
@@ -480,10 +531,18 @@ def print_banner(demo: Demo, port: int, out: TextIO = sys.stdout) -> None:
         f"  PGPASSWORD={tokens['dana']} pgguard approvals --gateway "
         f"\"{dsn('dana', 'pgguard')}\" --watch",
         "",
-        "Replay a recorded session (session ids: SHOW SESSIONS on the console above):",
+        "List the recorded sessions, then replay one:",
+        f"  pgguard audit sessions --config {demo.config_path}",
         f"  pgguard audit replay --config {demo.config_path} SESSION",
         "",
     ]
+    if demo.served_config:
+        lines += [
+            f"A configuration for your own gateway on port {demo.served_port}, against these "
+            "services (while the demo runs):",
+            f"  pgguard serve --config {demo.served_config}",
+            "",
+        ]
     out.write("\n".join(lines) + "\n")
     out.flush()
 
@@ -523,6 +582,10 @@ def run_demo(args: argparse.Namespace) -> int:
         print("pgguard demo: starting PostgreSQL and OpenBao...", file=sys.stderr, flush=True)
         started = time.monotonic()
         demo.setup()
+        write_dir = getattr(args, "write_config", None)
+        if write_dir:
+            demo.write_config_to(write_dir, getattr(args, "serve_port", None)
+                                 or (port + 1 if port else 6433))
         cfg = config_mod.load(demo.config_path)
         log.info("event=demo_ready setup_s=%.1f", time.monotonic() - started)
         sigterm.raise_now = False

@@ -68,6 +68,22 @@ class UnknownConnection(GatewayError, sqlstate="3D000", severity="FATAL"): ...
 class TLSRequired(GatewayError, sqlstate="28000", severity="FATAL"): ...
 
 
+# A client_encoding pgguard cannot read statements in (at startup, or reported later).
+class EncodingRefused(GatewayError, sqlstate="0A000", severity="FATAL"): ...
+
+
+class UserBlocked(NotPermitted):
+    """The kill switch: a blocked user's new session is refused (28000)."""
+
+
+class BlocksUnavailable(GatewayError, sqlstate="08004", severity="FATAL"):
+    """The block store cannot be read at session start: the session is refused."""
+
+
+class AdminShutdown(GatewayError, sqlstate="57P01", severity="FATAL"):
+    """An operator ended the session (KILL, a block on its user)."""
+
+
 # Statement level (ERROR: the session stays usable).
 class PolicyDenied(GatewayError, sqlstate="42501"): ...
 
@@ -82,6 +98,10 @@ class QueryCanceled(GatewayError, sqlstate="57014"): ...
 
 
 class FeatureNotSupported(GatewayError, sqlstate="0A000"): ...
+
+
+# Statement text that does not decode in the session's client_encoding.
+class CharacterNotInRepertoire(GatewayError, sqlstate="22021"): ...
 
 
 class AdminCommandError(GatewayError, sqlstate="42601"): ...

@@ -5,4 +5,6 @@ pytest_plugins = [
     "harness.bao_fixtures",
     "harness.gateway_fixtures",
     "harness.attack",
+    "harness.leftovers",
+    "harness.logcheck",
 ]

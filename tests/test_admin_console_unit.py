@@ -9,15 +9,18 @@ protocol, not the codec against itself.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
 
 import pytest
+from console_fakes import AGENT, DBA, FakeContext, session
 
+from pgguard.admin.commands import HELP_ROWS
 from pgguard.admin.console import AdminConsole, run_admin_console
 from pgguard.approvals import Approvals
 from pgguard.config import ApprovalsConfig
 from pgguard.errors import ProtocolViolation
 from pgguard.wire.framer import Framer
+
+HELP = "T" + "D" * len(HELP_ROWS) + "C"
 
 # ---------------------------------------------------------------------------- client bytes
 
@@ -137,25 +140,8 @@ class FakeChannel:
         self.sent += data
 
 
-@dataclass
-class Who:
-    user: str
-    groups: tuple[str, ...]
-
-
-@dataclass
-class Context:
-    identity: Who
-    approvals: Approvals | None
-    secret_key: int = 424242
-    live: list[dict[str, object]] = field(default_factory=list)
-
-    def sessions(self) -> list[dict[str, object]]:
-        return self.live
-
-
-DBA = Who("alice", ("dba",))
-AGENT = Who("agent-bob", ("engineers",))
+def Context(identity, approvals, live=(), **kw) -> FakeContext:  # noqa: N802 - reads as a type
+    return FakeContext(identity, approvals, live=list(live), **kw)
 
 
 @pytest.fixture
@@ -217,7 +203,7 @@ async def test_non_approver_sees_only_own_requests(approvals):
 async def test_simple_query_error_then_ready(approvals):
     out = await converse(Context(DBA, approvals),
                          query("DROP TABLE pgguard_approvals") + query("HELP"))
-    assert kinds(out) == "EZTDDDDDDCZ"
+    assert kinds(out) == "EZ" + HELP + "Z"
     assert errors(out)[0]["C"] == "42601"
     assert errors(out)[0]["S"] == "ERROR"
 
@@ -278,7 +264,7 @@ async def test_command_error_in_execute_skips_to_sync(approvals):
                          parse_("", "APPROVE 999") + bind("", "") + execute("")
                          + execute("") + SYNC + parse_("", "HELP") + bind("", "")
                          + execute("") + SYNC)
-    assert kinds(out) == "12EZ12DDDDDDCZ"
+    assert kinds(out) == "12EZ12" + HELP[1:] + "Z"
     assert errors(out)[0]["C"] == "42704"
 
 
@@ -306,7 +292,7 @@ async def test_bytes_split_anywhere_give_the_same_answers(approvals):
     trickled = await converse(Context(DBA, approvals),
                               *[conversation[i:i + 1] for i in range(len(conversation))])
     assert trickled == whole
-    assert kinds(whole) == "TDCZ12TDDDDDDCZ"
+    assert kinds(whole) == "TDCZ12" + HELP + "Z"
 
 
 async def test_approvals_not_configured(approvals):
@@ -316,10 +302,8 @@ async def test_approvals_not_configured(approvals):
 
 
 async def test_show_sessions_uses_the_context(approvals):
-    live = [{"id": "a1", "user": "agent-bob", "groups": "engineers", "connection": "appdb",
-             "client": "127.0.0.1:5000", "started_at": 0.0, "state": "idle"},
-            {"id": "b2", "user": "agent-eve", "groups": "engineers", "connection": "appdb",
-             "client": "127.0.0.1:5001", "started_at": 0.0, "state": "idle"}]
+    live = [session("a1", "agent-bob", client="127.0.0.1:5000"),
+            session("b2", "agent-eve", client="127.0.0.1:5001")]
     out = await converse(Context(DBA, approvals, live=live), query("SHOW SESSIONS"))
     assert [r[0] for r in rows_of(out)] == ["a1", "b2"]
     out = await converse(Context(AGENT, approvals, live=live), query("SHOW SESSIONS"))

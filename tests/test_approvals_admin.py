@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 import trio
+from console_fakes import AGENT, DBA, DBA2, FakeContext, session
 
 from pgguard.admin import (
     APPROVAL_COLUMNS,
@@ -109,15 +108,8 @@ def test_quote_literal_refuses_nul():
 
 # ---------------------------------------------------------------------------- execute
 
-@dataclass
-class Who:
-    user: str
-    groups: tuple[str, ...]
-
-
-DBA = Who("alice", ("dba",))
-DBA2 = Who("carol", ("ops", "dba"))
-AGENT = Who("agent-bob", ("engineers",))
+async def run(text, who, approvals, live=()):
+    return await execute(text, FakeContext(who, approvals, live=list(live)))
 
 
 @pytest.fixture
@@ -138,7 +130,7 @@ async def held(approvals, user="agent-bob", sql="ALTER TABLE t ADD COLUMN c int"
 
 async def test_show_approvals_lists_pending(approvals):
     one, two = await held(approvals), await held(approvals, user="agent-eve")
-    res = await execute("SHOW APPROVALS", DBA, approvals)
+    res = await run("SHOW APPROVALS", DBA, approvals)
     assert res.columns == APPROVAL_COLUMNS and res.command_tag == "SHOW"
     assert [r[0] for r in res.rows] == [str(one.id), str(two.id)]
     row = dict(zip(res.columns, res.rows[0], strict=True))
@@ -148,33 +140,33 @@ async def test_show_approvals_lists_pending(approvals):
     assert row["sql"] == "ALTER TABLE t ADD COLUMN c int"
     assert row["params"] == '["x", null]'
     assert all(isinstance(v, str | None) for r in res.rows for v in r)
-    await execute(f"APPROVE {one.id}", DBA, approvals)
-    assert [r[0] for r in (await execute("SHOW APPROVALS", DBA, approvals)).rows] == [
+    await run(f"APPROVE {one.id}", DBA, approvals)
+    assert [r[0] for r in (await run("SHOW APPROVALS", DBA, approvals)).rows] == [
         str(two.id)]
-    everything = await execute("show approvals all;", DBA, approvals)
+    everything = await run("show approvals all;", DBA, approvals)
     assert [(r[0], r[1]) for r in everything.rows] == [(str(one.id), "approved"),
                                                         (str(two.id), "pending")]
 
 
 async def test_show_approval_detail(approvals):
     req = await held(approvals)
-    await execute(f"DENY {req.id} 'not now'", DBA, approvals)
-    res = await execute(f"SHOW APPROVAL {req.id}", DBA, approvals)
+    await run(f"DENY {req.id} 'not now'", DBA, approvals)
+    res = await run(f"SHOW APPROVAL {req.id}", DBA, approvals)
     assert res.columns == DETAIL_COLUMNS and len(res.rows) == 1
     row = dict(zip(res.columns, res.rows[0], strict=True))
     assert row["status"] == "denied" and row["decided_by"] == "alice"
     assert row["decision_reason"] == "not now" and row["gateway"] == "gw1"
     assert row["decided_at"] is not None
     with pytest.raises(UnknownRequest):
-        await execute("SHOW APPROVAL 999", DBA, approvals)
+        await run("SHOW APPROVAL 999", DBA, approvals)
 
 
 async def test_approve_and_deny_results(approvals):
     a, d = await held(approvals), await held(approvals)
-    res = await execute(f"APPROVE {a.id} 'go'", DBA, approvals)
+    res = await run(f"APPROVE {a.id} 'go'", DBA, approvals)
     assert res.command_tag == "APPROVE"
     assert res.rows == [(str(a.id), "approved", "agent-bob", "alice", "go")]
-    res = await execute(f"deny {d.id} 'it''s Friday';", DBA2, approvals)
+    res = await run(f"deny {d.id} 'it''s Friday';", DBA2, approvals)
     assert res.command_tag == "DENY"
     assert res.rows == [(str(d.id), "denied", "agent-bob", "carol", "it's Friday")]
 
@@ -183,19 +175,19 @@ async def test_refusals(approvals):
     req = await held(approvals)
     own = await held(approvals, user="alice")
     with pytest.raises(NotAnApprover) as exc:
-        await execute(f"APPROVE {req.id} 'me'", AGENT, approvals)
+        await run(f"APPROVE {req.id} 'me'", AGENT, approvals)
     assert exc.value.sqlstate == "42501"
     with pytest.raises(OwnRequest) as exc:
-        await execute(f"APPROVE {own.id} 'mine'", DBA, approvals)
+        await run(f"APPROVE {own.id} 'mine'", DBA, approvals)
     assert exc.value.sqlstate == "42501"
-    await execute(f"APPROVE {req.id}", DBA, approvals)
+    await run(f"APPROVE {req.id}", DBA, approvals)
     with pytest.raises(AlreadyDecided) as exc:
-        await execute(f"DENY {req.id} 'changed my mind'", DBA2, approvals)
+        await run(f"DENY {req.id} 'changed my mind'", DBA2, approvals)
     assert exc.value.sqlstate == "55000"
     with pytest.raises(UnknownRequest):
-        await execute("APPROVE 4242", DBA, approvals)
+        await run("APPROVE 4242", DBA, approvals)
     with pytest.raises(AdminCommandError):
-        await execute("DROP TABLE pgguard_approvals", DBA, approvals)
+        await run("DROP TABLE pgguard_approvals", DBA, approvals)
     assert (await approvals.get(own.id)).status == "pending"
     assert (await approvals.get(req.id)).decided_by == "alice"
 
@@ -203,7 +195,7 @@ async def test_refusals(approvals):
 async def test_injection_through_reason_is_stored_verbatim(approvals):
     req = await held(approvals)
     evil = "'); DROP TABLE pgguard_approvals; --"
-    res = await execute(f"DENY {req.id} {quote_literal(evil)}", DBA, approvals)
+    res = await run(f"DENY {req.id} {quote_literal(evil)}", DBA, approvals)
     assert res.rows[0][4] == evil
     # The table still exists and still works.
     assert (await approvals.get(req.id)).decision_reason == evil
@@ -213,33 +205,32 @@ async def test_injection_through_reason_is_stored_verbatim(approvals):
 async def test_non_approver_sees_only_own_requests(approvals):
     mine = await held(approvals, user="agent-bob")
     theirs = await held(approvals, user="agent-eve")
-    res = await execute("SHOW APPROVALS", AGENT, approvals)
+    res = await run("SHOW APPROVALS", AGENT, approvals)
     assert [r[0] for r in res.rows] == [str(mine.id)]
-    assert (await execute(f"SHOW APPROVAL {mine.id}", AGENT, approvals)).rows
+    assert (await run(f"SHOW APPROVAL {mine.id}", AGENT, approvals)).rows
     with pytest.raises(NotAnApprover):
-        await execute(f"SHOW APPROVAL {theirs.id}", AGENT, approvals)
+        await run(f"SHOW APPROVAL {theirs.id}", AGENT, approvals)
 
 
 async def test_show_sessions(approvals):
-    rows = [{"id": "s1", "user": "agent-bob", "groups": ("engineers",), "connection": "appdb",
-             "client": "127.0.0.1:5000", "started_at": None, "state": "held",
-             "request": 3},
-            {"id": "s2", "user": "agent-eve", "groups": (), "connection": "appdb",
-             "client": "127.0.0.1:5001", "started_at": None, "state": "idle"}]
-    res = await execute("SHOW SESSIONS", DBA, approvals, sessions=lambda: rows)
-    assert res.columns == SESSION_COLUMNS + ["request"]
-    assert res.rows[0] == ("s1", "agent-bob", "engineers", "appdb", "127.0.0.1:5000", None,
-                           "held", "3")
-    assert res.rows[1][-1] is None
-    res = await execute("SHOW SESSIONS", AGENT, approvals, sessions=lambda: rows)
+    rows = [session("s1", "agent-bob", "held", statement="ALTER TABLE t ADD c int",
+                    request_id=3),
+            session("s2", "agent-eve", groups=())]
+    res = await run("SHOW SESSIONS", DBA, approvals, live=rows)
+    assert res.columns == SESSION_COLUMNS
+    assert res.rows[0] == ("s1", "agent-bob", "engineers", "appdb", "127.0.0.1:50000",
+                           "held", "ALTER TABLE t ADD c int", "2026-12-03T17:00:00+00:00",
+                           None, "3")
+    assert res.rows[1][-1] is None and res.rows[1][2] == ""
+    res = await run("SHOW SESSIONS", AGENT, approvals, live=rows)
     assert [r[0] for r in res.rows] == ["s1"]
-    res = await execute("SHOW SESSIONS", DBA, approvals)
+    res = await run("SHOW SESSIONS", DBA, approvals)
     assert res.columns == SESSION_COLUMNS and res.rows == []
 
 
 async def test_empty_and_help(approvals):
-    assert (await execute(";", DBA, approvals)).command_tag == ""
-    res = await execute("HELP", AGENT, approvals)
+    assert (await run(";", DBA, approvals)).command_tag == ""
+    res = await run("HELP", AGENT, approvals)
     assert res.columns == ["command", "description"]
     assert any(r[0].startswith("APPROVE") for r in res.rows)
 
@@ -255,6 +246,6 @@ async def test_console_decision_releases_waiter(approvals):
         async with trio.open_nursery() as n:
             n.start_soon(wait)
             await trio.sleep(0.1)
-            await execute(f"DENY {req.id} 'nope'", DBA, approvals)
+            await run(f"DENY {req.id} 'nope'", DBA, approvals)
     assert out[0].status == "denied"
     assert "nope" in out[0].error().message

@@ -88,9 +88,17 @@ def test_check_config_cli(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 1
     assert f"{bad}: listen.port: must be an integer" in res.stderr
-    ok = subprocess.run([sys.executable, "-m", "pgguard", "check-config", EXAMPLE],
-                        capture_output=True, text=True, timeout=60)
-    assert ok.returncode == 0 and "OK" in ok.stdout
+    # The example is valid, but names secret files of a production host: check-config
+    # now also opens them (pgguard.preflight) and says which are missing.
+    config.load(EXAMPLE)
+    res = subprocess.run([sys.executable, "-m", "pgguard", "check-config", EXAMPLE],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert res.stderr.splitlines() == [
+        f"pgguard: vault.token_file: cannot read /run/secrets/vault-token: "
+        f"No such file or directory (in {EXAMPLE})",
+        f"pgguard: recording.key_file: cannot read /run/secrets/audit-key: "
+        f"No such file or directory (in {EXAMPLE})"]
 
 
 def test_toml_syntax_error_names_the_file(tmp_path):

@@ -138,7 +138,15 @@ def test_function_local_and_type_checking_imports_count(tmp_path):
 def test_the_wire_layer_imports_only_itself_and_errors():
     graph = _graph()
     wire = {m: t for m, t in graph.items() if m.startswith("pgguard.wire")}
-    outside = {m: sorted(x for x in t if not x.startswith("pgguard.wire")
+    # _speedups (the framer's compiled walk and its pure twin) sits below wire.
+    outside = {m: sorted(x for x in t if not x.startswith(("pgguard.wire", "pgguard._speedups"))
                          and x != "pgguard.errors")
                for m, t in wire.items()}
     assert not {m: t for m, t in outside.items() if t}
+
+
+def test_speedups_import_nothing_of_ours():
+    graph = _graph()
+    fast = {m: sorted(x for x in t if not x.startswith("pgguard._speedups"))
+            for m, t in graph.items() if m.startswith("pgguard._speedups")}
+    assert fast and not {m: t for m, t in fast.items() if t}

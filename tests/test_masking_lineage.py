@@ -52,12 +52,15 @@ CASES = [
     ("SELECT id FROM users UNION SELECT 1", [None]),
     ("SELECT ssn FROM users INTERSECT SELECT ssn FROM users", ["partial"]),
     ("SELECT body FROM notes EXCEPT SELECT ssn FROM users", [None]),
-    ("SELECT e.value FROM users u, LATERAL jsonb_array_elements(u.profile->'contacts') e",
-     ["redact"]),
-    ("SELECT e FROM users, jsonb_array_elements_text(profile->'x') AS e", ["redact"]),
+    # a set-returning function over masked data: the client counts its rows
+    ("SELECT e.value FROM users u, LATERAL jsonb_array_elements(u.profile->'contacts') e", R),
+    ("SELECT e FROM users, jsonb_array_elements_text(profile->'x') AS e", R),
     ("SELECT * FROM users u, LATERAL jsonb_array_elements(u.profile->'contacts') "
-     "WITH ORDINALITY e(v, n)", USERS + ["redact", None]),
-    ("SELECT * FROM jsonb_each((SELECT profile FROM users LIMIT 1))", ["redact", "redact"]),
+     "WITH ORDINALITY e(v, n)", R),
+    ("SELECT * FROM jsonb_each((SELECT profile FROM users LIMIT 1))", R),
+    ("SELECT * FROM users u, LATERAL jsonb_array_elements(u.created_at::text::jsonb) "
+     "WITH ORDINALITY e(v, n)", USERS + [None, None]),
+    ("SELECT * FROM jsonb_each((SELECT to_jsonb(n) FROM notes n LIMIT 1))", [None, None]),
     ("SELECT x FROM users u CROSS JOIN LATERAL (SELECT u.ssn AS x) s", ["partial"]),
     ("SELECT x.email FROM users JOIN LATERAL (SELECT users.email) x ON true", ["hash"]),
     ("SELECT * FROM user_contacts", [None, "null", "hash", "redact", "redact"]),
@@ -101,7 +104,9 @@ CASES = [
     ("SELECT EXISTS (SELECT 1 FROM users WHERE ssn LIKE '1%')", [None]),
     ("SELECT id IN (SELECT length(ssn) FROM users) FROM users", ["redact"]),
     ("SELECT jt.* FROM users, JSON_TABLE(profile, '$.contacts[*]' "
-     "COLUMNS (v text PATH '$.value')) jt", ["redact"]),
+     "COLUMNS (v text PATH '$.value')) jt", R),
+    ("SELECT jt.* FROM notes, JSON_TABLE(to_jsonb(notes), '$' "
+     "COLUMNS (v text PATH '$.body')) jt", [None]),
     ("UPDATE users SET created_at = now() WHERE id = 1 RETURNING id, ssn", [None, "partial"]),
     ("DELETE FROM notes WHERE id = 1 RETURNING body", [None]),
     ("INSERT INTO notes (user_id, body) VALUES (1, 'x') RETURNING *", [None, None, None]),
@@ -135,6 +140,68 @@ CASES = [
     ("SELECT set_config('search_path', current_setting('search_path'), false)", [None]),
     ("SELECT set_config('my.x', shout('a'), false)", R),
     ("EXPLAIN ANALYZE CREATE TABLE t4 AS SELECT ssn FROM users", R),
+    # issue 11 class 4: positions the walk did not follow
+    ("SELECT mode() WITHIN GROUP (ORDER BY ssn) FROM users", ["redact"]),
+    ("SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY email DESC) FROM users", ["redact"]),
+    ("SELECT rank('x') WITHIN GROUP (ORDER BY ssn) FROM users", ["redact"]),
+    ("SELECT string_agg(id::text, ',' ORDER BY ssn) FROM users", [None]),
+    ("SELECT count(*) OVER (ORDER BY id ROWS BETWEEN ascii(ssn) PRECEDING AND CURRENT ROW) "
+     "FROM users", ["redact"]),
+    ("SELECT id, count(*) OVER w FROM users "
+     "WINDOW w AS (ORDER BY id ROWS BETWEEN ascii(ssn) PRECEDING AND CURRENT ROW)",
+     ["redact", "redact"]),
+    ("SELECT x.v FROM users u, XMLTABLE('/r' PASSING '<r/>' COLUMNS v text PATH 'n' "
+     "DEFAULT u.ssn) x", R),
+    ("SELECT x.v FROM users u, XMLTABLE('/r' PASSING xmlelement(name r, u.ssn) "
+     "COLUMNS v text PATH '.') x", R),
+    ("SELECT x.v FROM notes n, XMLTABLE('/r' PASSING xmlelement(name r, n.body) "
+     "COLUMNS v text PATH '.', o FOR ORDINALITY) x", [None]),
+    ("UPDATE notes SET (user_id, body) = (SELECT id, ssn FROM users LIMIT 1)", R),
+    ("UPDATE notes n SET (user_id, body) = (u.id, u.ssn) FROM users u WHERE u.id = n.id", R),
+    ("UPDATE notes SET (user_id, body) = (SELECT id, 'x' FROM users LIMIT 1)", []),
+    ("UPDATE notes n SET (body, user_id) = (n.body, u.id) FROM users u", []),
+    ("INSERT INTO notes (id, user_id, body) VALUES (1, 1, 'x') ON CONFLICT (id) DO UPDATE "
+     "SET (user_id, body) = (SELECT id, ssn FROM users LIMIT 1)", R),
+    ("MERGE INTO notes n USING users u ON u.id = n.id WHEN MATCHED THEN "
+     "UPDATE SET (user_id, body) = (u.id, u.email)", R),
+    ("WITH RECURSIVE t(id, e) AS (SELECT id, email FROM users UNION ALL "
+     "SELECT id + 1, e FROM t WHERE id < 3) SEARCH DEPTH FIRST BY e SET ord "
+     "SELECT id, ord FROM t", [None, "redact"]),
+    ("WITH RECURSIVE t(id, e) AS (SELECT id, email FROM users UNION ALL "
+     "SELECT id + 1, e FROM t WHERE id < 3) CYCLE e SET is_cycle USING path "
+     "SELECT path, is_cycle FROM t", ["redact", "redact"]),
+    # issue 11 class 5: masked data shaping how many rows come back
+    ("SELECT u.id, count(g) FROM users u, LATERAL generate_series(1, ascii(u.ssn)) g "
+     "GROUP BY 1", R),
+    ("SELECT (SELECT count(*) FROM generate_series(1, ascii(u.name))) FROM users u", R),
+    ("SELECT generate_series(1, ascii(ssn)) FROM users", R),
+    ("SELECT unnest(string_to_array(ssn, '-')) FROM users", R),
+    ("SELECT (SELECT count(*) FROM (SELECT 1 FROM notes LIMIT ascii(u.ssn)) s) FROM users u",
+     R),
+    ("SELECT 1 FROM notes OFFSET (SELECT ascii(ssn) FROM users LIMIT 1)", R),
+    ("SELECT 1 FROM notes FETCH FIRST (SELECT length(email) FROM users LIMIT 1) ROWS ONLY", R),
+    ("SELECT * FROM notes TABLESAMPLE BERNOULLI ((SELECT ascii(ssn) FROM users LIMIT 1))", R),
+    ("SELECT * FROM notes TABLESAMPLE BERNOULLI (50) REPEATABLE ((SELECT ascii(ssn) FROM "
+     "users LIMIT 1))", R),
+    ("SELECT * FROM notes LIMIT (SELECT count(*) FROM users WHERE ssn LIKE '1%')",
+     [None, None, None]),
+    ("SELECT * FROM notes LIMIT shout('x')::int", R),
+    ("SELECT * FROM generate_series(1, 3) WITH ORDINALITY", [None, None]),
+    ("SELECT id FROM users ORDER BY id LIMIT 5 OFFSET 2", [None]),
+    ("SELECT count(*) FROM users", [None]),
+    ("EXPLAIN ANALYZE SELECT ssn FROM users", R),
+    ("EXPLAIN (ANALYZE false, ANALYZE) SELECT 1 FROM users WHERE ssn LIKE '1%'", R),
+    ("EXPLAIN (ANALYZE true, ANALYZE off) SELECT ssn FROM users", [None]),
+    ("EXPLAIN ANALYZE SELECT id FROM users", [None]),
+    ("EXPLAIN ANALYZE SELECT shout('x')", R),
+    ("EXPLAIN ANALYZE EXECUTE p", R),
+    ("EXPLAIN EXECUTE p", [None]),
+    ("UPDATE users SET created_at = now() WHERE id = 1 "
+     "RETURNING WITH (OLD AS o, NEW AS n) o.ssn, n.id", ["partial", None]),
+    # EXECUTE's arguments can land anywhere in the prepared statement
+    ("EXECUTE p((SELECT ssn FROM users LIMIT 1))", R),
+    ("EXECUTE p(shout('x'))", R),
+    ("EXECUTE p(1, 'x')", []),
 ]
 
 
@@ -210,6 +277,12 @@ def test_copy_options_parsed(session):
     "SELECT EXISTS (SELECT 1 FROM users WHERE ssn LIKE '1%')",
     "SELECT id FROM user_contacts WHERE email_lower LIKE 'a%'",
     "DELETE FROM notes WHERE user_id IN (SELECT id FROM users WHERE ssn LIKE '1%')",
+    "SELECT count(ssn) FROM users",
+    "SELECT string_agg(id::text, ',' ORDER BY ssn) FROM users",
+    "SELECT count(*) OVER (PARTITION BY email) FROM users",
+    "EXPLAIN SELECT id FROM users WHERE ssn = '1'",
+    "EXPLAIN SELECT ssn FROM users",
+    "SELECT 1 FROM (SELECT ssn FROM users UNION SELECT ssn FROM users) s",
 ])
 def test_deny_predicates(catalog, sql):
     cfg = dataclasses.replace(CFG, deny_predicates=True)

@@ -14,7 +14,6 @@ from test_masking_fixtures import CFG, load_catalog, make_pii_db
 from pgguard.config import MaskingConfig
 from pgguard.errors import ProtocolViolation
 from pgguard.masking import SessionMasking, hash_token
-from pgguard.masking.rewrite import WITHHELD
 
 KEY = b"unit-test-key"
 
@@ -297,17 +296,34 @@ def test_error_fields_never_echo_masked_values(conn, session, sql):
     assert out["C"] == fields["C"]
 
 
-def test_error_fields_keep_identifiers_and_run_detectors(session):
+def test_error_fields_are_withheld_for_a_statement_reading_masked_data(session):
     plan = session.plan_result("SELECT ssn FROM users")
-    out = session.mask_error_fields(
-        {"M": 'column "ssn" of relation "users" is of type "integer": "123-45-6789"',
-         "D": "Key (email)=(alice@example.com) already exists.", "C": "23505"}, plan)
-    assert out["M"] == 'column "ssn" of relation "users" is of type "integer": "***"'
-    assert out["D"] == "Key (email)=(***) already exists."
+    fields = {"S": "ERROR", "V": "ERROR", "C": "23505",
+              "M": 'column "ssn" of relation "users" is of type "integer": "123-45-6789"',
+              "D": "Key (email)=(alice@example.com) already exists.", "H": "h", "P": "8",
+              "W": "SQL function", "s": "public", "t": "users", "c": "ssn", "d": "int4",
+              "n": "users_email_key", "F": "nbtinsert.c", "L": "666", "R": "_bt_check"}
+    out = session.mask_error_fields(fields, plan)
+    assert out == {"S": "ERROR", "V": "ERROR", "C": "23505",
+                   "M": "pgguard: unique_violation (23505) withheld: the statement reads "
+                        "masked data"}
+
+
+def test_error_fields_of_a_clean_statement_are_scanned_by_the_detectors(session):
     clean = session.plan_result("SELECT 1")
-    out = session.mask_error_fields({"M": 'relation "nope" does not exist, '
-                                          'mail bob@example.com'}, clean)
-    assert out["M"] == 'relation "nope" does not exist, mail [email]'
+    fields = {"S": "ERROR", "C": "42P01", "M": 'relation "nope" does not exist, '
+              'mail bob@example.com', "D": "call 415-555-2671", "P": "15"}
+    out = session.mask_error_fields(fields, clean)
+    assert out == {"S": "ERROR", "C": "42P01", "M": 'relation "nope" does not exist, '
+                   'mail [email]', "D": "call [phone]", "P": "15"}
+
+
+def test_errors_of_no_known_statement_are_withheld(session):
+    out = session.mask_error_fields({"S": "FATAL", "V": "FATAL", "C": "57P01",
+                                     "M": "terminating connection", "R": "x"}, None)
+    assert out == {"S": "FATAL", "V": "FATAL", "C": "57P01",
+                   "M": "pgguard: admin_shutdown (57P01) withheld: the statement reads "
+                        "masked data"}
 
 
 def test_notice_from_user_function_is_withheld(conn, session):
@@ -315,9 +331,21 @@ def test_notice_from_user_function_is_withheld(conn, session):
     # The Diagnostic is only valid inside the handler: copy its fields there.
     conn.add_notice_handler(lambda d: notices.append(
         {"M": d.message_primary, "C": d.sqlstate, "W": d.context or ""}))
-    sql = "SELECT shout(name) FROM users WHERE id = 1"
+    # (A user function given a masked column is refused: its code may store it.)
+    sql = "SELECT shout('Alice') FROM users WHERE id = 1"
     conn.execute(sql)
     assert notices and "Alice" in notices[0]["M"]
     fields = notices[0]
     out = session.mask_error_fields(fields, session.plan_result(sql))
-    assert out["M"] == WITHHELD and "Alice" not in " ".join(out.values())
+    assert out["M"] == ("pgguard: successful_completion (00000) withheld: the statement "
+                        "reads masked data")
+    assert "Alice" not in " ".join(out.values()) and set(out) == {"M", "C"}
+
+
+def test_detectors_only_sessions_scan_errors_of_writes(dsn):
+    detectors_only = SessionMasking(MaskingConfig(rules=(), hash_key_file=None),
+                                    ["analysts"], load_catalog(dsn), hash_key=KEY)
+    plan = detectors_only.plan_result("INSERT INTO users (id) VALUES (1)")
+    fields = {"S": "ERROR", "C": "23505", "M": "duplicate key value violates unique "
+              "constraint \"users_pkey\"", "D": "Key (id)=(1) already exists."}
+    assert detectors_only.mask_error_fields(fields, plan) == fields

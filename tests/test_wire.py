@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from harness.speedups import IMPLS, framer_using
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -33,6 +34,14 @@ from pgguard.wire.messages import (
     Sync,
     Terminate,
 )
+
+
+@pytest.fixture(autouse=True, scope="module", params=IMPLS)
+def speedups(request):
+    """Every test here runs with the compiled framer walk and with its pure twin."""
+    with framer_using(request.param):
+        yield request.param
+
 
 text = st.text(st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)),
                max_size=40)

@@ -3,34 +3,52 @@
 Commands are parsed and run by :mod:`.commands`; this module only speaks the protocol,
 simple and extended, so psql, psycopg (either cursor) and the DBA prompt work. It meets
 the gateway through two small Protocols, :class:`Channel` (bytes in and out, and the
-framer the session already fed) and :class:`ConsoleContext` (who is connected and the
-few services the commands need), so it knows nothing of sessions or sockets and runs in
-unit tests over an in-memory channel.
+framer the session already fed) and :class:`ConsoleContext` (who is connected, typed
+snapshots of sessions, servers, leases and stats, and the few actions the commands take;
+defined in :mod:`.context` and re-exported here), so it knows nothing of sessions or
+sockets and runs in unit tests over an in-memory channel.
+
+The console is the server here, but the protocol's state (prepared statements and portals,
+bound when the console confirms them and forgotten at the end of the transaction; skipping
+to Sync after an error) is the same one every session keeps: :class:`~pgguard.wire.exchange.
+Exchange` tracks it, fed with each client message and each answer the console writes.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 from .. import __version__
-from ..approvals import Approvals
-from ..errors import AdminCommandError, FeatureNotSupported, GatewayError
+from ..errors import AdminCommandError, GatewayError
 from ..wire import codec
+from ..wire import messages as m
+from ..wire.exchange import Exchange, Request
 from ..wire.messages import (
     Bind,
     Close,
+    CommandComplete,
     Describe,
     Execute,
     Flush,
     Message,
     Parse,
     Query,
+    ReadyForQuery,
     Sync,
     Terminate,
 )
-from .commands import AdminResult, Identity, execute
+from .commands import AdminResult, execute
+from .context import (
+    ConsoleContext,
+    LeaseView,
+    ServerView,
+    SessionView,
+    StatsView,
+)
+
+__all__ = ["AdminConsole", "Channel", "ConsoleContext", "Frames", "LeaseView", "ServerView",
+           "SessionView", "StatsView", "run_admin_console"]
 
 log = logging.getLogger(__name__)
 
@@ -59,29 +77,6 @@ class Channel(Protocol):
 
     async def send(self, data: bytes) -> None:
         """Send *data* to the client, whole."""
-        ...
-
-
-class ConsoleContext(Protocol):
-    """What the console needs from the gateway, and nothing more."""
-
-    @property
-    def identity(self) -> Identity:
-        """The authenticated console user."""
-        ...
-
-    @property
-    def approvals(self) -> Approvals | None:
-        """The approvals service, or None when approvals are not configured."""
-        ...
-
-    @property
-    def secret_key(self) -> int:
-        """The key sent in BackendKeyData."""
-        ...
-
-    def sessions(self) -> Iterable[Mapping[str, object]]:
-        """One mapping per live client session (see ``commands.SESSION_COLUMNS``)."""
         ...
 
 
@@ -127,20 +122,12 @@ class AdminConsole:
     def __init__(self, channel: Channel, context: ConsoleContext):
         self.channel = channel
         self.context = context
-        self.statements: dict[str, str] = {}
-        self.portals: dict[str, str] = {}
-        self.results: dict[str, AdminResult] = {}
-        self.skipping = False
+        self.exchange = Exchange()
 
     async def _run(self, sql: str) -> AdminResult:
-        approvals = self.context.approvals
-        if approvals is None:
-            raise FeatureNotSupported(
-                "pgguard: approvals are not configured on this gateway "
-                "([approvals] approver_groups)")
-        identity = self.context.identity
-        result = await execute(sql, identity, approvals, self.context.sessions)
-        log.info("event=admin_command user=%s tag=%s", identity.user, result.command_tag)
+        result = await execute(sql, self.context)
+        log.info("event=admin_command user=%s tag=%s", self.context.identity.user,
+                 result.command_tag)
         return result
 
     async def serve(self) -> None:
@@ -168,65 +155,86 @@ class AdminConsole:
                 return
             framer.feed(data)
 
+    def _answered(self, kind: int, msg: Message | None = None) -> None:
+        self.exchange.server_sent(kind, msg)
+
     async def _handle(self, msg: Message) -> bytes:
+        if isinstance(msg, Flush):
+            return b""
+        req = self.exchange.client_sent(msg, {})
+        if req is None:
+            return b""  # discarded up to Sync after an error, as PostgreSQL does
+        if isinstance(msg, Sync):
+            self._answered(m.READY_FOR_QUERY, ReadyForQuery("I"))
+            return codec.ready_for_query("I")
         if isinstance(msg, Query):
             try:
                 res = await self._run(msg.sql)
                 body = _result_bytes(res)
+                self._completed(res)
             except GatewayError as exc:
                 body = _error_bytes(exc)
+                self._answered(m.ERROR_RESPONSE)
+            self._answered(m.READY_FOR_QUERY, ReadyForQuery("I"))
             return body + codec.ready_for_query("I")
-        if isinstance(msg, Sync):
-            self.skipping = False
-            self.portals.pop("", None)
-            self.results.pop("", None)
-            return codec.ready_for_query("I")
-        if isinstance(msg, Flush):
-            return b""
-        if self.skipping:
-            return b""
         try:
-            return await self._extended(msg)
+            return await self._extended(msg, req)
         except GatewayError as exc:
-            self.skipping = True
+            self._answered(m.ERROR_RESPONSE)  # the exchange now skips to Sync
             return _error_bytes(exc)
 
-    async def _extended(self, msg: Message) -> bytes:
+    def _completed(self, res: AdminResult) -> None:
+        if res.command_tag:
+            self._answered(m.COMMAND_COMPLETE, CommandComplete(res.command_tag))
+        else:
+            self._answered(m.EMPTY_QUERY_RESPONSE)
+
+    async def _extended(self, msg: Message, req: Request) -> bytes:
         if isinstance(msg, Parse):
-            self.statements[msg.name] = msg.sql
+            req.notes["sql"] = msg.sql
+            self._answered(m.PARSE_COMPLETE)
             return PARSE_COMPLETE
         if isinstance(msg, Bind):
-            if msg.statement not in self.statements:
+            if req.statement is None:
                 raise AdminCommandError(f"pgguard: unknown prepared statement {msg.statement!r}")
             if msg.params:
                 raise AdminCommandError("pgguard: the admin console takes no parameters; "
                                         "write the values in the command")
-            self.portals[msg.portal] = self.statements[msg.statement]
-            self.results.pop(msg.portal, None)
+            req.notes["sql"] = req.statement.notes["sql"]
+            self._answered(m.BIND_COMPLETE)
             return BIND_COMPLETE
         if isinstance(msg, Describe):
             if msg.target == "S":
+                if req.statement is None:
+                    raise AdminCommandError(f"pgguard: unknown prepared statement {msg.name!r}")
                 # Describing a statement must not run it (APPROVE would decide).
+                self._answered(m.NO_DATA)
                 return NO_PARAMETERS + NO_DATA
-            res = await self._portal_result(msg.name)
+            res = await self._portal_result(req)
             if res.columns and res.command_tag:
+                self._answered(m.ROW_DESCRIPTION)
                 return codec.text_row_description(res.columns)
+            self._answered(m.NO_DATA)
             return NO_DATA
         if isinstance(msg, Execute):
-            res = await self._portal_result(msg.portal)
-            self.results.pop(msg.portal, None)
+            res = await self._portal_result(req)
+            assert req.portal is not None
+            req.portal.notes.pop("result", None)
+            self._completed(res)
             return _result_bytes(res, describe=False)
         if isinstance(msg, Close):
-            (self.statements if msg.target == "S" else self.portals).pop(msg.name, None)
+            self._answered(m.CLOSE_COMPLETE)
             return CLOSE_COMPLETE
         raise AdminCommandError("pgguard: message not supported by the admin console")
 
-    async def _portal_result(self, portal: str) -> AdminResult:
-        if portal not in self.portals:
-            raise AdminCommandError(f"pgguard: unknown portal {portal!r}")
-        if portal not in self.results:
-            self.results[portal] = await self._run(self.portals[portal])
-        return self.results[portal]
+    async def _portal_result(self, req: Request) -> AdminResult:
+        """The portal's result, run once for its Describe and Execute together."""
+        portal = req.portal
+        if portal is None:
+            raise AdminCommandError(f"pgguard: unknown portal {req.name!r}")
+        if "result" not in portal.notes:
+            portal.notes["result"] = await self._run(portal.notes["sql"])
+        return portal.notes["result"]
 
 
 async def run_admin_console(channel: Channel, context: ConsoleContext) -> None:

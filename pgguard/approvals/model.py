@@ -17,6 +17,8 @@ FINAL_BY_WAITER = ("timeout", "withdrawn")
 # Bounds on what one request may hold, so a runaway client cannot fill the store.
 MAX_SQL_CHARS = 1_000_000
 MAX_REASON_CHARS = 2000
+# A user name is what the identity provider's claim says; bound it like a reason.
+MAX_USER_CHARS = 1000
 
 
 # ---------------------------------------------------------------------------- errors
@@ -91,6 +93,34 @@ class Request:
         if self.status == "abandoned":
             return ApprovalTimeout(f"request {self.id} was abandoned by a gateway restart")
         return ApprovalTimeout(f"request {self.id} is still pending")
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """One kill-switch block of a user (``BLOCK USER``) and, once lifted, who lifted it.
+
+    A user has at most one active block (``unblocked_at`` is None); lifted blocks stay in
+    the store as history.
+    """
+
+    id: int
+    user: str
+    reason: str
+    blocked_by: str
+    blocked_at: datetime
+    gateway: str
+    unblocked_by: str | None = None
+    unblocked_at: datetime | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.unblocked_at is None
+
+
+def blocked_message(user: str, reason: str) -> str:
+    """The FATAL text a blocked user's sessions get (ended or refused at start)."""
+    return f"pgguard: user {user!r} is blocked: {reason}" if reason else \
+        f"pgguard: user {user!r} is blocked"
 
 
 def held_notice(req: Request) -> str:

@@ -1,8 +1,9 @@
-"""Requests in a PostgreSQL table several gateways share; decisions NOTIFY them.
+"""Requests and blocks in PostgreSQL tables several gateways share; changes NOTIFY them.
 
 A decision sends ``NOTIFY pgguard_approvals`` with the request id; each gateway waiting on
 requests runs one :class:`Listener` thread that LISTENs and wakes its local waiters, so
-they need not wait for their next poll.
+they need not wait for their next poll. A block (``BLOCK USER``) sends ``NOTIFY
+pgguard_blocks`` with the block id, which every gateway watching blocks hears at once.
 """
 
 from __future__ import annotations
@@ -14,7 +15,15 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from .model import StoreUnavailable
-from .store import CHANNEL, STORE_TIMEOUT_S, TABLE, Cursor, SqlStore
+from .store import (
+    BLOCKS_CHANNEL,
+    BLOCKS_TABLE,
+    CHANNEL,
+    STORE_TIMEOUT_S,
+    TABLE,
+    Cursor,
+    SqlStore,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +50,19 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     decided_at timestamptz,
     gateway text NOT NULL
 );
-CREATE INDEX IF NOT EXISTS {TABLE}_pending ON {TABLE} (gateway) WHERE status = 'pending'
+CREATE INDEX IF NOT EXISTS {TABLE}_pending ON {TABLE} (gateway) WHERE status = 'pending';
+CREATE TABLE IF NOT EXISTS {BLOCKS_TABLE} (
+    id bigserial PRIMARY KEY,
+    username text NOT NULL,
+    reason text NOT NULL,
+    blocked_by text NOT NULL,
+    blocked_at timestamptz NOT NULL DEFAULT now(),
+    gateway text NOT NULL,
+    unblocked_by text,
+    unblocked_at timestamptz
+);
+CREATE UNIQUE INDEX IF NOT EXISTS {BLOCKS_TABLE}_active ON {BLOCKS_TABLE} (username)
+    WHERE unblocked_at IS NULL
 """
 
 
@@ -75,6 +96,13 @@ class PostgresStore(SqlStore):
     def listen(self, on_decided: Callable[[int], None]) -> Listener:
         """Start a LISTEN thread calling *on_decided(id)* for every decision's NOTIFY."""
         return Listener(self, on_decided)
+
+    def _notify_block(self, cur: Cursor, block_id: int) -> None:
+        cur.execute("SELECT pg_notify(%s, %s)", (BLOCKS_CHANNEL, str(block_id)))
+
+    def listen_blocks(self, on_block: Callable[[int], None]) -> Listener:
+        """Start a LISTEN thread calling *on_block(id)* for every block's NOTIFY."""
+        return Listener(self, on_block, channel=BLOCKS_CHANNEL)
 
     def setup(self) -> None:
         def op(cur: Cursor) -> None:
@@ -121,13 +149,20 @@ class PostgresStore(SqlStore):
 
 
 class Listener:
-    """A daemon thread LISTENing on the postgres store, waking local waiters on NOTIFY."""
+    """A daemon thread LISTENing on the postgres store, waking local waiters on NOTIFY.
 
-    def __init__(self, store: PostgresStore, on_notify: Callable[[int], None]):
+    ``ready`` is set once the first LISTEN is in place (notifications sent after that
+    arrive); after a reconnect the caller's poll covers what was missed in between.
+    """
+
+    def __init__(self, store: PostgresStore, on_notify: Callable[[int], None],
+                 channel: str = CHANNEL):
         self.store = store
         self.on_notify = on_notify
+        self.channel = channel
+        self.ready = threading.Event()
         self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._loop, name="pgguard-approvals-listen",
+        self.thread = threading.Thread(target=self._loop, name=f"{channel}-listen",
                                        daemon=True)
         self.thread.start()
 
@@ -136,14 +171,16 @@ class Listener:
         while not self.stopping.is_set():
             try:
                 with self.store.connect() as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
+                    conn.execute(f"LISTEN {self.channel}")
+                    self.ready.set()
                     backoff = 0.5
                     while not self.stopping.is_set():
                         for note in conn.notifies(timeout=0.5):
                             if note.payload.isdigit():
                                 self.on_notify(int(note.payload))
             except Exception as exc:  # the poll still bounds the delay; retry quietly
-                log.warning("approvals_listen_failed error=%s", type(exc).__name__)
+                log.warning("approvals_listen_failed channel=%s error=%s", self.channel,
+                            type(exc).__name__)
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
 

@@ -53,6 +53,20 @@ def _thread_kwargs() -> dict[str, bool]:
 _ABANDON = _thread_kwargs()
 
 
+async def in_thread(fn: Callable[..., T], *args: object,
+                    limiter: trio.CapacityLimiter) -> T:
+    """``fn(*args)`` in a worker thread under the store's deadline.
+
+    Raises:
+        StoreUnavailable: no answer within ``STORE_TIMEOUT_S`` (+2 s); the thread is
+            abandoned (the store's own timeouts end it).
+    """
+    with trio.move_on_after(STORE_TIMEOUT_S + 2) as scope:
+        return await trio.to_thread.run_sync(fn, *args, limiter=limiter, **_ABANDON)
+    assert scope.cancelled_caught
+    raise StoreUnavailable("approvals store did not answer in time")
+
+
 class Approvals:
     """The trio-facing approvals service: one per gateway process.
 
@@ -77,10 +91,7 @@ class Approvals:
     # -- plumbing
 
     async def _call(self, fn: Callable[..., T], *args: object) -> T:
-        with trio.move_on_after(STORE_TIMEOUT_S + 2) as scope:
-            return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter, **_ABANDON)
-        assert scope.cancelled_caught
-        raise StoreUnavailable("approvals store did not answer in time")
+        return await in_thread(fn, *args, limiter=self._limiter)
 
     def _wake(self, request_id: int) -> None:
         """Wake local waiters on *request_id*; callable from any thread."""
@@ -95,7 +106,7 @@ class Approvals:
     # -- lifecycle
 
     async def start(self) -> int:
-        """Create the store's table and abandon this instance's leftovers.
+        """Create the store's tables (requests and blocks) and abandon this instance's leftovers.
 
         Returns:
             How many requests were abandoned.

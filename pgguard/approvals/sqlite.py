@@ -1,4 +1,7 @@
-"""Requests in a SQLite file: one host, survives restarts, safe across processes."""
+"""Requests and blocks in a SQLite file: one host, survives restarts, safe across processes.
+
+Blocks are not notified: watchers on this host (other workers) find them by polling.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from .model import StoreUnavailable
-from .store import TABLE, Cursor, SqlStore
+from .store import BLOCKS_TABLE, TABLE, Cursor, SqlStore
 
 T = TypeVar("T")
 
@@ -31,6 +34,18 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     gateway TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS {TABLE}_status ON {TABLE} (status, gateway);
+CREATE TABLE IF NOT EXISTS {BLOCKS_TABLE} (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    username TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    blocked_by TEXT NOT NULL,
+    blocked_at REAL NOT NULL,
+    gateway TEXT NOT NULL,
+    unblocked_by TEXT,
+    unblocked_at REAL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS {BLOCKS_TABLE}_active ON {BLOCKS_TABLE} (username)
+    WHERE unblocked_at IS NULL;
 """
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -20,7 +21,9 @@ from .model import (
     FINAL_BY_WAITER,
     MAX_REASON_CHARS,
     MAX_SQL_CHARS,
+    MAX_USER_CHARS,
     STATUSES,
+    Block,
     NotAnApprover,
     Request,
     explain_refusal,
@@ -31,6 +34,10 @@ log = logging.getLogger(__name__)
 
 TABLE = "pgguard_approvals"
 CHANNEL = "pgguard_approvals"
+# The kill switch's blocks share the store (file or database) but not the table: a
+# gateway without approvals still keeps blocks there.
+BLOCKS_TABLE = "pgguard_blocks"
+BLOCKS_CHANNEL = "pgguard_blocks"
 STORE_TIMEOUT_S = 10.0
 LIST_LIMIT = 1000
 
@@ -38,6 +45,7 @@ T = TypeVar("T")
 
 COLUMNS = ("id, username, groups, connection, category, kind, reason, sql, params, "
            "created_at, status, decided_by, decision_reason, decided_at, gateway")
+BLOCK_COLUMNS = "id, username, reason, blocked_by, blocked_at, gateway, unblocked_by, unblocked_at"
 
 
 class Cursor(Protocol):
@@ -54,6 +62,9 @@ class Cursor(Protocol):
 
 class Watch(Protocol):
     """A running notification listener a store started; see :meth:`ApprovalStore.listen`."""
+
+    #: Set once the listener hears notifications (sent after it is set, they arrive).
+    ready: threading.Event
 
     def stop(self) -> None: ...
 
@@ -96,6 +107,42 @@ class ApprovalStore(Protocol):
         """Release connections."""
 
 
+class BlockStore(Protocol):
+    """Where kill-switch blocks live. All methods block; call them from a worker thread."""
+
+    def setup(self) -> None:
+        """Create the tables (requests and blocks) if missing."""
+
+    def block(self, user: str, reason: str, blocked_by: str, gateway: str
+              ) -> tuple[Block, bool]:
+        """Block *user*; see :meth:`SqlStore.block`."""
+
+    def unblock(self, user: str, unblocked_by: str) -> Block | None:
+        """Lift *user*'s active block; see :meth:`SqlStore.unblock`."""
+
+    def active_block(self, user: str) -> Block | None:
+        """*user*'s active block, or None."""
+
+    def blocks(self, include_lifted: bool = False, limit: int = LIST_LIMIT) -> list[Block]:
+        """Active blocks (or every block), oldest first, the newest *limit*."""
+
+    def blocks_after(self, block_id: int) -> list[Block]:
+        """Blocks created after *block_id* (by any gateway), oldest first."""
+
+    def last_block_id(self) -> int:
+        """The newest block's id, 0 when there is none."""
+
+    def listen_blocks(self, on_block: Callable[[int], None]) -> Watch | None:
+        """Start calling *on_block(id)* (from any thread) when any gateway blocks a user.
+
+        Returns:
+            The running listener, or None when the store cannot notify (watchers poll).
+        """
+
+    def close(self) -> None:
+        """Release connections."""
+
+
 # ---------------------------------------------------------------------------- rows
 
 def _ts(value: Any) -> datetime | None:
@@ -119,6 +166,15 @@ def row_to_request(row: Sequence[Any]) -> Request:
         params=tuple(_jlist(row[8])), created_at=_ts(row[9]), status=row[10],
         decided_by=row[11], decision_reason=row[12], decided_at=_ts(row[13]),
         gateway=row[14])
+
+
+def row_to_block(row: Sequence[Any]) -> Block:
+    """A :class:`Block` from a row selected as :data:`BLOCK_COLUMNS`."""
+    blocked_at = _ts(row[4])
+    assert blocked_at is not None  # NOT NULL in both schemas
+    return Block(id=int(row[0]), user=row[1], reason=row[2], blocked_by=row[3],
+                 blocked_at=blocked_at, gateway=row[5], unblocked_by=row[6],
+                 unblocked_at=_ts(row[7]))
 
 
 def _check_new(fields: dict[str, Any]) -> dict[str, Any]:
@@ -299,3 +355,123 @@ class SqlStore:
         if n:
             log.warning("approvals_abandoned gateway=%s count=%d", gateway, n)
         return n
+
+    # ------------------------------------------------------------------------ blocks
+
+    def _notify_block(self, cur: Cursor, block_id: int) -> None:
+        """Tell other gateways a user was blocked (postgres only)."""
+
+    def listen_blocks(self, on_block: Callable[[int], None]) -> Watch | None:
+        """No notifications by default: watchers find new blocks by polling."""
+        return None
+
+    def block(self, user: str, reason: str, blocked_by: str, gateway: str
+              ) -> tuple[Block, bool]:
+        """Block *user* until :meth:`unblock`; a user already blocked stays as they were.
+
+        The insert is the compare-and-set (a unique index on the active block per user):
+        of two gateways blocking one user at once, one row wins and both return it.
+
+        Args:
+            user: the user name as the identity provider gives it.
+            reason: why; the blocked clients see it in their FATAL error.
+            blocked_by: the operator.
+            gateway: this gateway's instance id.
+
+        Returns:
+            The active block, and whether this call created it.
+
+        Raises:
+            ValueError: an empty or oversized user name.
+            StoreUnavailable: the store failed.
+        """
+        if not user or len(user) > MAX_USER_CHARS or "\x00" in user:
+            raise ValueError("a user name must be 1 to "
+                             f"{MAX_USER_CHARS} characters, without NUL")
+        reason = reason[:MAX_REASON_CHARS]
+
+        def op(cur: Cursor) -> tuple[Block, bool]:
+            cur.execute(self._q(
+                f"INSERT INTO {BLOCKS_TABLE} (username, reason, blocked_by, blocked_at,"
+                " gateway) VALUES (%s, %s, %s, %s, %s)"
+                " ON CONFLICT (username) WHERE unblocked_at IS NULL DO NOTHING"
+                f" RETURNING {BLOCK_COLUMNS}"),
+                (user, reason, blocked_by, self._now(), gateway))
+            row = cur.fetchone()
+            if row is not None:
+                # Delivered at commit, so a woken gateway finds the row.
+                self._notify_block(cur, int(row[0]))
+                return row_to_block(row), True
+            cur.execute(self._q(f"SELECT {BLOCK_COLUMNS} FROM {BLOCKS_TABLE}"
+                                " WHERE username = %s AND unblocked_at IS NULL"), (user,))
+            found = cur.fetchone()
+            assert found is not None  # the conflicting row is committed and active
+            return row_to_block(found), False
+
+        block, created = self._run(op, write=True)
+        if created:
+            log.warning("event=user_blocked user=%r by=%r id=%s", user, blocked_by, block.id)
+        return block, created
+
+    def unblock(self, user: str, unblocked_by: str) -> Block | None:
+        """Lift *user*'s active block; it stays in the store as history.
+
+        Returns:
+            The lifted block, or None when *user* was not blocked.
+        """
+
+        def op(cur: Cursor) -> Block | None:
+            cur.execute(self._q(
+                f"UPDATE {BLOCKS_TABLE} SET unblocked_by = %s, unblocked_at = %s"
+                " WHERE username = %s AND unblocked_at IS NULL"
+                f" RETURNING {BLOCK_COLUMNS}"), (unblocked_by, self._now(), user))
+            row = cur.fetchone()
+            return row_to_block(row) if row else None
+
+        block = self._run(op, write=True)
+        if block is not None:
+            log.warning("event=user_unblocked user=%r by=%r id=%s", user, unblocked_by, block.id)
+        return block
+
+    def active_block(self, user: str) -> Block | None:
+        """*user*'s active block, or None."""
+
+        def op(cur: Cursor) -> Block | None:
+            cur.execute(self._q(f"SELECT {BLOCK_COLUMNS} FROM {BLOCKS_TABLE}"
+                                " WHERE username = %s AND unblocked_at IS NULL"), (user,))
+            row = cur.fetchone()
+            return row_to_block(row) if row else None
+
+        return self._run(op)
+
+    def blocks(self, include_lifted: bool = False, limit: int = LIST_LIMIT) -> list[Block]:
+        """Active blocks (*include_lifted*: every block), oldest first, the newest *limit*."""
+
+        def op(cur: Cursor) -> list[Block]:
+            where = "" if include_lifted else "WHERE unblocked_at IS NULL"
+            cur.execute(self._q(f"SELECT {BLOCK_COLUMNS} FROM {BLOCKS_TABLE} {where}"
+                                " ORDER BY id DESC LIMIT %s"), (limit,))
+            return [row_to_block(r) for r in reversed(cur.fetchall())]
+
+        return self._run(op)
+
+    def blocks_after(self, block_id: int) -> list[Block]:
+        """Blocks with an id above *block_id*, oldest first (lifted ones included)."""
+
+        def op(cur: Cursor) -> list[Block]:
+            cur.execute(self._q(f"SELECT {BLOCK_COLUMNS} FROM {BLOCKS_TABLE}"
+                                " WHERE id > %s ORDER BY id LIMIT %s"),
+                        (int(block_id), LIST_LIMIT))
+            return [row_to_block(r) for r in cur.fetchall()]
+
+        return self._run(op)
+
+    def last_block_id(self) -> int:
+        """The newest block's id, 0 when there is none."""
+
+        def op(cur: Cursor) -> int:
+            cur.execute(f"SELECT max(id) FROM {BLOCKS_TABLE}")
+            row = cur.fetchone()
+            return int(row[0]) if row and row[0] is not None else 0
+
+        return self._run(op)

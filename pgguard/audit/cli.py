@@ -1,4 +1,4 @@
-"""``pgguard audit verify|export|replay``: the argparse side of the auditor's commands.
+"""``pgguard audit verify|export|sessions|replay``: the argparse side of the auditor's commands.
 
 :func:`add_cli` hangs the commands under ``pgguard``'s own parser; :func:`main` runs them
 alone (``python -m pgguard.audit``).
@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 from ..config import load
 from ..errors import ConfigError
-from .export import export, replay
+from .export import export, replay, sessions
 from .format import AuditError, load_key
 from .verify import verify
 
@@ -94,6 +94,31 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+SESSION_COLUMNS = ("id", "user", "connection", "start", "end", "statements", "refusals",
+                   "holds")
+
+
+def _iso(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return _dt.datetime.fromtimestamp(ts, _dt.UTC).isoformat(timespec="seconds")
+
+
+def _cmd_sessions(args: argparse.Namespace) -> int:
+    directory, key = _settings(args)
+    found = sessions(_need_dir(directory), key, since=args.since, user=args.user,
+                     force=args.force)
+    table = [SESSION_COLUMNS] + [
+        (s.id, s.user or "?", s.connection or "?", _iso(s.start),
+         _iso(s.end) if s.end is not None else "(open)", str(s.statements),
+         str(s.refusals), str(s.holds)) for s in found]
+    widths = [max(len(row[i]) for row in table) for i in range(len(SESSION_COLUMNS))]
+    for row in table:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+    print(f"({len(found)} session{'s' if len(found) != 1 else ''})", file=sys.stderr)
+    return 0
+
+
 def _time_arg(value: str) -> float:
     try:
         return parse_time(value)
@@ -114,7 +139,8 @@ def _guard(handler: Command) -> Command:
 
 
 def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``audit`` with ``verify``, ``export`` and ``replay`` to a subparsers object.
+    """Add ``audit`` with ``verify``, ``export``, ``sessions`` and ``replay`` to a
+    subparsers object.
 
     Each leaf parser sets ``func``: call ``args.func(args)`` to run the command; it
     returns the exit code (0 success, 1 a failed verification or a refused/empty
@@ -154,6 +180,17 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.add_argument("-o", "--output", metavar="FILE", required=True, help="output file, - = stdout")
     p.add_argument("--force", action="store_true", help="export even if verification fails")
     p.set_defaults(func=_guard(_cmd_export))
+
+    p = commands.add_parser("sessions", parents=[common], help="list recorded sessions",
+                            description="One line per recorded session: id, user, "
+                                        "connection, start, end, statements, refusals, "
+                                        "holds (times in UTC).")
+    p.add_argument("--dir", help="recording folder (overrides config)")
+    p.add_argument("--since", metavar="T", type=_time_arg,
+                   help="sessions open at or after T (ISO 8601 or epoch seconds)")
+    p.add_argument("--user", metavar="U", help="only this user's sessions")
+    p.add_argument("--force", action="store_true", help="list even if verification fails")
+    p.set_defaults(func=_guard(_cmd_sessions))
 
     p = commands.add_parser("replay", parents=[common], help="print a session transcript",
                             description="Print what happened in one session.")

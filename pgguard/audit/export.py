@@ -1,5 +1,6 @@
-"""The auditor's readers: :func:`export` (matching records as one msgpack stream) and
-:func:`replay` (one session as a readable transcript). Both verify the whole log first.
+"""The auditor's readers: :func:`export` (matching records as one msgpack stream),
+:func:`replay` (one session as a readable transcript) and :func:`sessions` (the recorded
+sessions, one line each). All verify the whole log first.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import re
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -194,17 +196,101 @@ def _indent(text: str, prefix: str = "    ") -> list[str]:
     return [prefix + line for line in text.splitlines() or [""]]
 
 
+@dataclass
+class SessionSummary:
+    """One recorded session, as ``pgguard audit sessions`` lists it."""
+
+    id: str
+    user: str | None = None
+    connection: str | None = None
+    client: str | None = None
+    start: float | None = None
+    end: float | None = None
+    end_reason: str | None = None
+    statements: int = 0
+    refusals: int = 0
+    holds: int = 0
+
+
+def sessions(dir: str | os.PathLike[str], key: bytes, since: float | None = None,
+             user: str | None = None, force: bool = False) -> list[SessionSummary]:
+    """The recorded sessions, oldest first, after verifying the whole log.
+
+    Args:
+        dir: the recording folder.
+        key: the HMAC key.
+        since: only sessions still open at or after this time (epoch seconds): ended at
+            or after it, or not ended.
+        user: only this user's sessions.
+        force: list even when verification fails.
+
+    Raises:
+        AuditError: the log does not verify and *force* is false.
+    """
+    _, stream = _records(dir, key, force)
+    found: dict[str, SessionSummary] = {}
+    for _, rec in stream:
+        sid, rtype = rec["session"], rec["type"]
+        if rtype in SEGMENT_TYPES or not isinstance(sid, str):
+            continue
+        f = rec["fields"] if isinstance(rec["fields"], dict) else {}
+        s = found.get(sid)
+        if s is None:
+            s = found[sid] = SessionSummary(sid, start=_ts(rec))
+        if rtype == "session_start":
+            s.user, s.connection = f.get("user"), f.get("connection")
+            s.client, s.start = f.get("client_addr"), _ts(rec)
+        elif rtype == "statement":
+            s.statements += 1
+            if f.get("refused"):
+                s.refusals += 1
+        elif rtype == "approval_request":
+            s.holds += 1
+        elif rtype == "session_end":
+            s.end, s.end_reason = _ts(rec), f.get("reason")
+    out = [s for s in found.values()
+           if (user is None or s.user == user)
+           and (since is None or s.end is None or s.end >= since)]
+    out.sort(key=lambda s: s.start or 0.0)
+    return out
+
+
+def _held_first(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Records in log order, except that a held statement comes before the approval
+    records of its request (the gateway records the statement once the hold ends)."""
+    statement_of: set[Any] = set()
+    for rec in records:
+        f = rec["fields"] if isinstance(rec["fields"], dict) else {}
+        if rec["type"] == "statement" and f.get("request_id") is not None:
+            statement_of.add(f["request_id"])
+    out: list[dict[str, Any]] = []
+    waiting: dict[Any, list[dict[str, Any]]] = {}
+    for rec in records:
+        f = rec["fields"] if isinstance(rec["fields"], dict) else {}
+        rid = f.get("request_id")
+        if rec["type"] in ("approval_request", "approval_decision") and rid in statement_of:
+            waiting.setdefault(rid, []).append(rec)
+            continue
+        out.append(rec)
+        if rec["type"] == "statement" and rid in waiting:
+            out += waiting.pop(rid)
+    for recs in waiting.values():
+        out += recs
+    return out
+
+
 def render_session(records: Sequence[dict[str, Any]]) -> str:
     """Format one session's records as a readable transcript.
 
     Args:
-        records: the session's records as decoded from the log, in log order.
+        records: the session's records as decoded from the log, in log order (a held
+            statement is shown before its approval records).
 
     Returns:
         The transcript; recorded values have control characters escaped.
     """
     out: list[str] = []
-    for rec in records:
+    for rec in _held_first(records):
         f = rec["fields"] if isinstance(rec["fields"], dict) else {}
         t = rec["type"]
         when = _fmt_ts(rec["ts"])

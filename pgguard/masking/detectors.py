@@ -13,6 +13,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 
+from .._speedups import ByteGate
 from ..config import DETECTORS
 
 Span = tuple[int, int, str]
@@ -99,7 +100,6 @@ _SECRET_HINT = re.compile(r"-----BEGIN|A(?:KI|SI|BI|CC|GP|ID|RO|NP)A|(?i:aws_sec
 # folding and gh*_, github_pat_, sk_/rk_; "A" for AKIA… and AIza; "k-" for sk-): ``in``
 # tests are far cheaper than the hint regex, which then runs on the few values left.
 _HINT_BITS = ("_", "A", "-----BEGIN", "eyJ", "xox", "k-")
-_HINT_BITS_B = tuple(b.encode() for b in _HINT_BITS)
 
 # Minimum lengths (in characters) and digit counts each detector needs; the pre-filter
 # (Detectors._wanted) skips a detector whose minimum a value does not reach. "Digit" means
@@ -124,7 +124,6 @@ _MIN_LEN = 6
 _DIGIT = re.compile(r"\d")
 # An IBAN starts with two capital letters and two digits: a value without them has none.
 _IBAN_START = re.compile(r"[A-Z]{2}\d{2}")
-_IBAN_START_B = re.compile(rb"[A-Z]{2}[0-9]{2}")
 _ASCII_DIGITS = b"0123456789"
 # Values are cached up to this length; longer ones are rarely repeated and costly to hold.
 CACHE_SIZE = 4096
@@ -237,18 +236,10 @@ class Detectors:
                                if n in self._on] or [1 << 30])
         self._long = bool(self._on & {"secret", "iban"})
         self._email = "email" in self._on
-        # For ASCII bytes of at least SECRET_MIN_LEN characters and too few digits for
-        # card, ssn and phone: one search for what email, secret and iban need.
-        gate = ([rb"@"] if self._email else []) + \
-            ([re.escape(b) for b in _HINT_BITS_B] if "secret" in self._on else []) + \
-            ([_IBAN_START_B.pattern] if "iban" in self._on else [])
-        self._gate = re.compile(b"|".join(gate)) if gate else None
-        # A character class is searched many times faster than that alternation: first
-        # look for a character one of them needs (every secret alternative holds one of
-        # "-_AJ": -----BEGIN, xox?-, sk-; aws_secret, gh?_, sk_; AKIA, AIza; eyJ).
-        chars = ((b"@" if self._email else b"") + (b"\\-_AJ" if "secret" in self._on else b"")
-                 + (b"A-Z" if "iban" in self._on else b""))
-        self._gate1 = re.compile(b"[" + chars + b"]") if chars else None
+        # The byte-level pre-filter: True when an encoded value certainly holds nothing
+        # a detector finds (ASCII values only; others are decoded and scanned). It lives in
+        # pgguard._speedups, compiled where the build had Cython, with a pure twin.
+        self.skips_bytes = ByteGate(self.names)
         self._cache: OrderedDict[str, str] = OrderedDict()
 
     def __bool__(self) -> bool:
@@ -288,33 +279,6 @@ class Detectors:
         if digits >= PHONE_MIN_DIGITS and "phone" in on:
             out.append(_find_phone)
         return out
-
-    def skips_bytes(self, v: bytes) -> bool:
-        """True when the encoded value *v* certainly holds nothing any detector finds.
-
-        Decides on the bytes, without decoding, for ASCII values (every client encoding
-        pgguard decodes with is ASCII-compatible, so an ASCII byte string decodes to the
-        same characters); other values return False and are decoded and scanned.
-
-        Args:
-            v: a value in the client encoding.
-
-        Returns:
-            True if the value can be forwarded unscanned.
-        """
-        n = len(v)
-        if n < _MIN_LEN or not self._finders:
-            return True
-        if not v.isascii():
-            return False
-        digits = n - len(v.translate(None, _ASCII_DIGITS))
-        if digits >= self._digit_min and _DIGIT_RUN_B.search(v) is not None:
-            return False
-        if n < _LONG_MIN:
-            return not self._email or b"@" not in v
-        if self._gate1 is None or self._gate1.search(v) is None:
-            return True
-        return self._gate is None or self._gate.search(v) is None
 
     def find(self, s: str, *, prefilter: bool = True) -> list[Span]:
         """Non-overlapping ``(start, end, kind)`` spans of PII in *s*, in order.

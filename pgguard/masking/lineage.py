@@ -20,16 +20,13 @@ from ..sql.nodes import names as _names
 from ..sql.nodes import node as _node
 from ..sql.parse import parse
 from .catalog import SYSTEM_SCHEMAS, Catalog, Relation
+from .functions import Kind, hidden_user_code, is_traced, kind_of, refusal
 from .plan import (
     CLEAN,
-    CLEAN_AGGREGATES,
-    CONFIG_FUNCTIONS,
     DDL_NODES,
     MAX_VIEW_DEPTH,
-    OPAQUE_FUNCTIONS,
-    SINK_FUNCTIONS,
+    SET_RETURNING_FUNCTIONS,
     SRF_COLUMNS,
-    VALUE_CARRYING_SYSTEM_RELATIONS,
     CopyOptions,
     Ctes,
     Findings,
@@ -44,16 +41,19 @@ from .plan import (
     build_plan,
     check_into,
     check_no_masked,
-    check_write,
     colname,
     copy_options,
     derive,
+    explain_analyze,
     mask_of,
     rename,
     union,
     unproven,
 )
 from .rules import Mask, RuleSet
+from .system_relations import holds_untraced_values
+from .usercode import UserCodeChecks
+from .writes import WritePlanning
 
 # Re-exported for the importers of pgguard.masking.lineage.
 __all__ = ["CopyOptions", "Lin", "MaskPlan", "OutputColumn", "Planner", "Refusal"]
@@ -61,7 +61,7 @@ __all__ = ["CopyOptions", "Lin", "MaskPlan", "OutputColumn", "Planner", "Refusal
 log = logging.getLogger(__name__)
 
 
-class Planner:
+class Planner(WritePlanning, UserCodeChecks):
     """Computes lineage and masking plans for statements against one catalog.
 
     Args:
@@ -84,6 +84,9 @@ class Planner:
 
     def _reset(self) -> None:
         self.found = Findings()
+        # Per query level (innermost last): data read in positions that carry values
+        # into every output column of the level (see _taint).
+        self._levels: list[list[Lin]] = [[]]
 
     # -- entry points --------------------------------------------------------------
 
@@ -151,6 +154,7 @@ class Planner:
             inner = self._plan(body["query"])
             if isinstance(inner, Refusal):
                 return inner
+            self._explain(body, inner)
             result = Result([("QUERY PLAN", CLEAN)])
             skind = "explain"
         elif kind == "CopyStmt":
@@ -183,7 +187,14 @@ class Planner:
         elif kind == "ExecuteStmt":
             skind, name = "execute", body.get("name")
             for p in body.get("params", []):
-                self._expr(p, Scope(), Ctes())
+                # An argument may land in any position of the prepared statement (its
+                # output, LIMIT, a set-returning function), which this plan cannot see.
+                # (PostgreSQL takes no subquery here, but a user function may read data.)
+                lin = self._expr(p, Scope(), Ctes())
+                masked = self._masked(lin)
+                if masked or (lin.opaque and self.rules):
+                    raise Refused(f"EXECUTE with an argument read from masked column "
+                                  f"{masked or '(unproven)'}")
         elif kind == "ClosePortalStmt":
             skind, name = "close", body.get("portalname")
         elif kind == "DeallocateStmt":
@@ -207,6 +218,24 @@ class Planner:
         return build_plan(self.rules, self.found, skind, result, copy, name, refresh,
                           deny_predicates=self.deny_predicates, on_unproven=self.on_unproven)
 
+    def _explain(self, body: dict, inner: MaskPlan) -> None:
+        """EXPLAIN ANALYZE runs the statement and prints its row counts: refused when the
+        statement reads masked data. Plain EXPLAIN runs nothing, but its estimates come
+        from the statistics of the columns it reads: those count as predicates."""
+        masked = sorted(o for o in self.found.seen | self.found.pred if self.rules.match(*o))
+        if explain_analyze(body.get("options", [])):
+            if inner.kind == "execute" and self.rules:
+                # The prepared statement's plan is the session's, not visible here.
+                raise Refused("EXPLAIN ANALYZE EXECUTE: the prepared statement may read "
+                              "masked data and its row counts would carry it")
+            if masked:
+                raise Refused(f"EXPLAIN ANALYZE of a statement that reads masked column "
+                              f"{'.'.join(masked[0])}: its row counts would carry it")
+            if not inner.masks_nothing and not self.found.unknown:
+                raise Refused("EXPLAIN ANALYZE of a statement whose output would be masked "
+                              "(unproven origin): its row counts would carry it")
+        self.found.pred |= set(masked)
+
     def mask_of(self, lin: Lin) -> Mask | None:
         """The mask a value of lineage *lin* gets under the rules (None = clear)."""
         return mask_of(self.rules, lin)
@@ -219,15 +248,18 @@ class Planner:
             return self._select(body, outer, ctes)
         if kind in ("InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"):
             return self._dml(kind, body, outer, ctes)
+        self._check(kind, body, outer, ctes)
         return Result([("?column?", unproven(f"{kind} in a query"))], known=False)
 
     def _with(self, body: dict, ctes: Ctes, outer: Scope | None) -> Ctes:
         wc = body.get("withClause")
         if not wc:
             return ctes
+        self._check("WithClause", wc, outer, ctes)
         ctes = Ctes(ctes)
         for c in wc.get("ctes", []):
             cte = c["CommonTableExpr"]
+            self._check("CommonTableExpr", cte, outer, ctes)
             name = cte["ctename"]
             colnames = [_name(x) for x in cte.get("aliascolnames", [])]
             q = cte["ctequery"]
@@ -238,7 +270,30 @@ class Planner:
             else:
                 res = self._query(q, outer, ctes)
                 ctes.defs[name] = Result(rename(res.cols, colnames), res.known)
+            ctes.defs[name] = self._search_cycle(cte, ctes.defs[name], outer, ctes)
         return ctes
+
+    def _search_cycle(self, cte: dict, res: Result, outer: Scope | None, ctes: Ctes
+                      ) -> Result:
+        """SEARCH adds a sequence column and CYCLE a mark and a path column, computed
+        from the columns they list (the path holds their values)."""
+        cols = list(res.cols)
+        for key, kind, listed, added in (
+                ("search_clause", "CTESearchClause", "search_col_list", ("search_seq_column",)),
+                ("cycle_clause", "CTECycleClause", "cycle_col_list",
+                 ("cycle_mark_column", "cycle_path_column"))):
+            clause = cte.get(key)
+            if not clause:
+                continue
+            self._check(kind, clause, outer, ctes)
+            wanted = {_name(x) for x in clause.get(listed, [])}
+            lins = [lin for n, lin in res.cols if n in wanted] + [
+                self._expr(clause.get(k), Scope(parent=outer), ctes)
+                for k in ("cycle_mark_value", "cycle_mark_default")]
+            if not res.known or len(wanted) > len([n for n, _ in res.cols if n in wanted]):
+                lins.append(res.all())
+            cols.extend((clause.get(a) or "?column?", derive(lins)) for a in added)
+        return Result(cols, res.known) if len(cols) != len(res.cols) else res
 
     def _recursive_cte(self, name: str, body: dict, colnames: list[str], ctes: Ctes,
                        outer: Scope | None) -> Result:
@@ -258,6 +313,18 @@ class Planner:
                        current.known)
 
     def _select(self, body: dict, outer: Scope | None, ctes: Ctes) -> Result:
+        """One query level: its result, fed by what the level read in positions that
+        carry values into every output column (and passing that on to the levels
+        around it)."""
+        self._levels.append([])
+        try:
+            res = self._select_level(body, outer, ctes)
+        finally:
+            taint = union(self._levels.pop())
+        return self._tainted(res, taint)
+
+    def _select_level(self, body: dict, outer: Scope | None, ctes: Ctes) -> Result:
+        self._check("SelectStmt", body, outer, ctes)
         ctes = self._with(body, ctes, outer)
         op = body.get("op", "SETOP_NONE")
         if op != "SETOP_NONE":
@@ -267,6 +334,10 @@ class Planner:
             if op == "SETOP_UNION":
                 cols = [(n, union([lin, right.cols[i][1]]) if i < len(right.cols) else lin)
                         for i, (n, lin) in enumerate(left.cols)]
+                if not body.get("all"):
+                    # UNION removes duplicates: like DISTINCT, a predicate on every column.
+                    for _, lin in cols:
+                        self._predicate(lin)
             else:
                 # INTERSECT/EXCEPT return left rows, filtered by the right: the right side
                 # is a predicate.
@@ -305,17 +376,21 @@ class Planner:
                 for d in distinct:
                     self._predicate(self._sortref(d, res, scope, ctes))
         for w in body.get("windowClause", []):
-            self._predicate(self._expr(w, scope, ctes))
+            # PARTITION BY / ORDER BY are predicates (recorded by the walk); frame
+            # offsets feed the window functions of the level.
+            self._taint(self._expr(w, scope, ctes))
         self._order(body, res, scope, ctes)
         return res
 
     def _order(self, body: dict, res: Result, scope: Scope | None, ctes: Ctes) -> None:
         for s in body.get("sortClause", []):
             node = s["SortBy"]["node"]
-            self._predicate(self._sortref(node, res, scope or Scope(), ctes))
-        for key in ("limitCount", "limitOffset"):
+            lin = self._sortref(node, res, scope or Scope(), ctes)
+            self._predicate(lin)
+            self._sort_operator(s["SortBy"], lin)
+        for key, what in (("limitCount", "LIMIT/FETCH"), ("limitOffset", "OFFSET")):
             if body.get(key):
-                self._expr(body[key], scope or Scope(), ctes)
+                self._rowcount(self._expr(body[key], scope or Scope(), ctes), what)
 
     def _sortref(self, node: dict, res: Result, scope: Scope, ctes: Ctes) -> Lin:
         """GROUP BY / ORDER BY item: an ordinal or output name refers to the targets."""
@@ -341,6 +416,7 @@ class Planner:
         known = True
         for t in targets:
             rt = t["ResTarget"]
+            self._check("ResTarget", rt, scope, ctes)
             val = rt.get("val")
             star = self._star_target(val, scope)
             if star is not None:
@@ -349,6 +425,8 @@ class Planner:
                 known = known and ok
                 continue
             lin = self._expr(val, scope, ctes) if val else CLEAN
+            if rt.get("indirection"):
+                lin = union([lin, self._expr(rt["indirection"], scope, ctes).derived()])
             cols.append((rt.get("name") or colname(val), lin))
         return Result(cols, known)
 
@@ -406,10 +484,16 @@ class Planner:
     def _from_item(self, item: dict, left: Scope, outer: Scope | None, ctes: Ctes
                    ) -> tuple[list[Rte], list[tuple[str, Lin]] | None, dict[str, Lin]]:
         kind, body = _node(item)
+        if kind in ("RangeVar", "RangeTableSample", "RangeSubselect", "RangeFunction",
+                    "JoinExpr", "RangeTableFunc", "JsonTable"):
+            self._check(kind, body, left, ctes)
         if kind == "RangeVar":
             rte = self._range_var(body, ctes)
             return [rte], (None if rte.any_col is not None else list(rte.cols)), {}
         if kind == "RangeTableSample":
+            # The sampling arguments decide how many rows come back.
+            for key in ("args", "repeatable"):
+                self._rowcount(self._expr(body.get(key), left, ctes), "TABLESAMPLE")
             return self._from_item(body["relation"], left, outer, ctes)
         if kind == "RangeSubselect":
             # LATERAL sees the items to its left; otherwise only the outer query levels.
@@ -425,7 +509,9 @@ class Planner:
         if kind == "JoinExpr":
             return self._join(body, left, outer, ctes)
         if kind in ("RangeTableFunc", "JsonTable"):
-            lin = self._generic(body, left, ctes, skip=("columns", "alias"))
+            # Every clause (document, row and column paths, defaults, PASSING) shapes the
+            # rows: masked data there is refused; the columns carry the rest.
+            lin = self._generic(kind, body, left, ctes, rows_are_values=True)
             names = []
             for c in body.get("columns", []):
                 ck, cb = _node(c)
@@ -436,10 +522,13 @@ class Planner:
                 _node(c)[1].get("coltype") == "JTC_NESTED" for c in body.get("columns", []))
             rte = Rte(alias, cols, None if known else lin)
             return [rte], (cols if known else None), {}
+        # A FROM item of a kind the walk does not know: every field unclassified.
+        self._check(kind, body, left, ctes)
         lin = unproven(f"FROM item {kind}")
         return [Rte(None, [], lin)], None, {}
 
     def _range_var(self, body: dict, ctes: Ctes) -> Rte:
+        self._check("RangeVar", body, None, ctes)
         relname = body["relname"]
         schema = body.get("schemaname")
         alias, colnames = _alias(body.get("alias"))
@@ -457,12 +546,14 @@ class Planner:
         for cname in primary.column_names():
             cols.append((cname, union(self._relation_column(r, cname) for r in rels
                                       if cname in r.column_names())))
+        for r in rels:
+            self._policies(r)
         return Rte(alias or relname, rename(cols, colnames), None, primary)
 
     def _relation_column(self, rel: Relation, cname: str) -> Lin:
         if rel.schema in SYSTEM_SCHEMAS:
-            if rel.name in VALUE_CARRYING_SYSTEM_RELATIONS:
-                return unproven(f"{rel.schema}.{rel.name} holds copies of values")
+            if holds_untraced_values(rel.name):
+                return unproven(f"{rel.schema}.{rel.name} holds values that cannot be traced")
             return CLEAN
         own = Lin(frozenset({(rel.schema, rel.name, cname)}))
         if not rel.is_view:
@@ -483,7 +574,7 @@ class Planner:
             return [(n, unproven(f"view {rel.name} cannot be expanded")) for n in names]
         # The view's own filters are not the user's predicates: expand with a separate
         # planner state and keep only the column lineage.
-        saved = self.found
+        saved, saved_levels = self.found, self._levels
         self._expanding.add(rel.oid)
         try:
             self._reset()
@@ -496,13 +587,14 @@ class Planner:
                     allv = res.all().derived()
                     lins = [allv] * len(names)
                 cols = list(zip(names, lins, strict=True))
-            except Refused:
-                cols = [(n, unproven(f"view {rel.name} cannot be expanded")) for n in names]
+            except Refused as exc:
+                # The view's code runs when it is read (a sink, user code given masked data).
+                raise Refused(f"view {rel.name}: {exc.reason}") from None
             except Exception:
                 cols = [(n, unproven(f"view {rel.name} cannot be parsed")) for n in names]
         finally:
             self._expanding.discard(rel.oid)
-            self.found = saved
+            self.found, self._levels = saved, saved_levels
         self._view_cache[rel.oid] = cols
         return cols
 
@@ -582,9 +674,6 @@ class Planner:
 
     # -- expressions ---------------------------------------------------------------
 
-    def _predicate(self, lin: Lin) -> None:
-        self.found.pred |= lin.origins
-
     def _column(self, names: list[str], scope: Scope) -> Lin:
         lin = scope.resolve(names)
         if lin is None:
@@ -601,18 +690,24 @@ class Planner:
         if isinstance(n, list):
             return union(self._expr(x, scope, ctes) for x in n)
         kind, body = _node(n)
-        if kind in ("A_Const", "ParamRef", "SQLValueFunction", "String", "Integer", "Float",
-                    "Boolean", "TypeName", "SetToDefault"):
+        if kind == "A_Const":
             return CLEAN
         if kind == "ColumnRef":
+            self._check(kind, body, scope, ctes)
             return self._column(_names(body.get("fields", [])), scope)
+        code = hidden_user_code(kind, body, self.catalog)
+        if code is not None:  # an operator or a cast of the user's
+            return self._user_code(code, self._sublink(body, scope, ctes) if kind == "SubLink"
+                                   else self._generic(kind, body, scope, ctes))
         if kind == "CollateClause":
+            self._check(kind, body, scope, ctes)
             return self._expr(body.get("arg"), scope, ctes)
         if kind == "FuncCall":
             return self._funccall(body, scope, ctes)
         if kind == "SubLink":
             return self._sublink(body, scope, ctes)
         if kind == "A_Indirection":
+            self._check(kind, body, scope, ctes)
             arg = body.get("arg", {})
             ind = body.get("indirection", [])
             if len(ind) == 1 and "String" in ind[0] and "ColumnRef" in arg:
@@ -624,59 +719,60 @@ class Planner:
                         if lin is not None:
                             return lin         # (u).email is u.email
             return derive([self._expr(arg, scope, ctes), self._expr(ind, scope, ctes)])
-        if kind in ("SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt"):
+        if kind in ("SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"):
             return self._query(n, scope, ctes).all().derived()
         if kind == "ResTarget":
-            return self._expr(body.get("val"), scope, ctes)
-        return self._generic(body, scope, ctes)
-
-    def _generic(self, body: dict, scope: Scope, ctes: Ctes, skip: tuple[str, ...] = ()
-                 ) -> Lin:
-        lins = []
-        for key, v in body.items():
-            if key in skip or key == "location":
-                continue
-            if isinstance(v, dict):
-                if len(v) == 1 and next(iter(v))[:1].isupper():
-                    lins.append(self._expr(v, scope, ctes))
-                elif v:
-                    lins.append(self._generic(v, scope, ctes))
-            elif isinstance(v, list):
-                for x in v:
-                    if isinstance(x, dict) and len(x) == 1 and next(iter(x))[:1].isupper():
-                        lins.append(self._expr(x, scope, ctes))
-        return derive(lins)
+            self._check(kind, body, scope, ctes)
+            return union([self._expr(body.get("val"), scope, ctes),
+                          self._expr(body.get("indirection"), scope, ctes).derived()])
+        return self._generic(kind, body, scope, ctes)
 
     def _funccall(self, body: dict, scope: Scope, ctes: Ctes) -> Lin:
+        self._check("FuncCall", body, scope, ctes)
         names = _names(body.get("funcname", []))
         fname = names[-1]
         schema = names[-2] if len(names) > 1 else None
         args = self._expr(body.get("args", []), scope, ctes)
-        for key in ("agg_filter", "agg_order"):
-            if body.get(key):
-                self._predicate(self._expr(body[key], scope, ctes))
-        if body.get("over"):
-            self._predicate(self._generic(body["over"], scope, ctes))
-        builtin = schema in (None, "pg_catalog")
-        if fname in SINK_FUNCTIONS and builtin and (
-                any(self.rules.match(*o) for o in args.origins)
-                # a setting is read back in clear by current_setting(): an argument of
-                # unknown origin may be masked data
-                or (fname == "set_config" and args.opaque and self.rules)):
-            raise Refused(f"{fname}() would carry masked data out of the result")
-        if self.catalog.is_user_function(fname, schema) or (
-                fname in OPAQUE_FUNCTIONS and builtin):
+        order = self._expr(body.get("agg_order"), scope, ctes)
+        if body.get("agg_within_group"):
+            # Ordered-set and hypothetical-set aggregates (mode(), percentile_disc(),
+            # rank(…) WITHIN GROUP): the sorted values are what they return or rank.
+            args = union([args, order.derived()])
+        else:
+            self._predicate(order)
+        self._predicate(self._expr(body.get("agg_filter"), scope, ctes))
+        # PARTITION BY / ORDER BY are predicates (recorded by the walk); frame offsets
+        # (ROWS BETWEEN n PRECEDING) feed the function's value.
+        window = self._generic("WindowDef", body["over"], scope, ctes) if body.get("over") \
+            else CLEAN
+        if self._may_return_set(fname, schema):
+            self._rowcount(args, f"arguments of the set-returning function {fname}()")
+        args = union([args, window])
+        kind = kind_of(fname, schema, self.catalog.is_user_function(fname, schema))
+        refused = refusal(kind, f"{fname}()", args, self.rules)
+        if refused:
+            raise Refused(refused)
+        if not is_traced(kind):
             self.found.opaque_calls = True
             return Lin(mixed=args.origins, opaque=f"function {fname} cannot be traced")
-        if fname in CONFIG_FUNCTIONS and builtin and len(body.get("args", [])) in (1, 2):
-            # derived from the arguments only: clear for literal names, masked like the
-            # arguments otherwise
-            return args.derived()
-        if fname in CLEAN_AGGREGATES and schema in (None, "pg_catalog"):
-            return CLEAN
+        if kind is Kind.CLEAN:
+            # count(x) counts the rows where x is not null: a predicate on x.
+            self._predicate(args)
+            return window.derived()
         return args.derived()
 
+    def _may_return_set(self, fname: str, schema: str | None) -> bool:
+        """True when the function may return a set (its arguments then shape the rows)."""
+        if self.catalog.is_user_function(fname, schema):
+            # A catalog that cannot tell: a user function may return a set.
+            may = getattr(self.catalog, "may_return_set", None)
+            return True if may is None else bool(may(fname, schema))
+        if schema == "information_schema":
+            return True
+        return fname in SET_RETURNING_FUNCTIONS
+
     def _sublink(self, body: dict, scope: Scope, ctes: Ctes) -> Lin:
+        self._check("SubLink", body, scope, ctes)
         res = self._query(body["subselect"], scope, ctes)
         t = body.get("subLinkType")
         if t == "EXISTS_SUBLINK":
@@ -690,78 +786,6 @@ class Planner:
             return first
         test = self._expr(body.get("testexpr"), scope, ctes)
         return derive([first, test])
-
-    # -- writes --------------------------------------------------------------------
-
-    def _dml(self, kind: str, body: dict, outer: Scope | None, ctes: Ctes) -> Result:
-        ctes = self._with(body, ctes, outer)
-        target = self._range_var(body["relation"], Ctes())
-        rel = target.relation
-        scope = Scope(rtes=[target], star=list(target.cols), parent=outer)
-
-        def check(col: str | None, lin: Lin) -> None:
-            check_write(self.rules, self.catalog, rel, body["relation"], col, lin)
-
-        if kind == "InsertStmt":
-            names = [t["ResTarget"]["name"] for t in body.get("cols", [])] or \
-                [n for n, _ in target.cols]
-            if body.get("selectStmt"):
-                src = self._query(body["selectStmt"], outer, ctes)
-                for i, (_, lin) in enumerate(src.cols):
-                    check(names[i] if i < len(names) else "?column?",
-                          lin if src.known else src.all())
-            oc = body.get("onConflictClause") or {}
-            excluded = Rte("excluded", list(target.cols))
-            cscope = Scope(rtes=[target, excluded], parent=outer)
-            for t in oc.get("targetList", []):
-                rt = t["ResTarget"]
-                check(rt.get("name"), self._expr(rt.get("val"), cscope, ctes))
-            if oc.get("whereClause"):
-                self._predicate(self._expr(oc["whereClause"], cscope, ctes))
-        elif kind == "UpdateStmt":
-            fscope = self._from(body.get("fromClause", []), outer, ctes)
-            scope.rtes.extend(fscope.rtes)
-            scope.merged.update(fscope.merged)
-            for t in body.get("targetList", []):
-                rt = t["ResTarget"]
-                check(rt.get("name"), self._expr(rt.get("val"), scope, ctes))
-            if body.get("whereClause"):
-                self._predicate(self._expr(body["whereClause"], scope, ctes))
-        elif kind == "DeleteStmt":
-            fscope = self._from(body.get("usingClause", []), outer, ctes)
-            scope.rtes.extend(fscope.rtes)
-            scope.merged.update(fscope.merged)
-            if body.get("whereClause"):
-                self._predicate(self._expr(body["whereClause"], scope, ctes))
-        elif kind == "MergeStmt":
-            src = self._from([body["sourceRelation"]], outer, ctes)
-            scope.rtes.extend(src.rtes)
-            self._predicate(self._expr(body.get("joinCondition"), scope, ctes))
-            for w in body.get("mergeWhenClauses", []):
-                wc = w["MergeWhenClause"]
-                if wc.get("condition"):
-                    self._predicate(self._expr(wc["condition"], scope, ctes))
-                tl = wc.get("targetList", [])
-                vals = wc.get("values", [])
-                if vals:
-                    names = [t["ResTarget"]["name"] for t in tl] or [n for n, _ in target.cols]
-                    for i, v in enumerate(vals):
-                        check(names[i] if i < len(names) else "?column?",
-                              self._expr(v, scope, ctes))
-                else:
-                    for t in tl:
-                        rt = t["ResTarget"]
-                        check(rt.get("name"), self._expr(rt.get("val"), scope, ctes))
-        returning = (body.get("returningClause") or {}).get("exprs") or \
-            body.get("returningList") or []
-        if not returning:
-            return Result([])
-        # PostgreSQL 18 names the old and new row versions in RETURNING.
-        scope.rtes.extend([Rte("old", list(target.cols), target.any_col),
-                           Rte("new", list(target.cols), target.any_col)])
-        if target.any_col is not None:
-            scope.star = None
-        return self._targets(returning, scope, ctes)
 
     def _copy_table(self, body: dict) -> Result:
         rte = self._range_var(body["relation"], Ctes())

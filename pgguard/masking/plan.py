@@ -17,12 +17,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ..errors import PolicyDenied
+from ..sql.nodes import def_boolean, def_elems, def_repeated, def_string
 
 # Aliased: node, name, names and alias are the natural local variable names here.
 from ..sql.nodes import name as _name
 from ..sql.nodes import names as _names
 from ..sql.nodes import node as _node
 from .catalog import SYSTEM_SCHEMAS, Catalog, Relation
+from .functions import (  # noqa: F401  (the planner's function lists live there)
+    CLEAN_AGGREGATES,
+    CONFIG_FUNCTIONS,
+    OPAQUE_FUNCTIONS,
+    SINK_FUNCTIONS,
+)
 from .rules import Mask, RuleSet
 
 Origin = tuple[str, str, str]
@@ -35,32 +42,6 @@ VALUE_CARRYING_SYSTEM_RELATIONS = frozenset({
     "pg_stat_activity", "pg_stat_statements", "pg_stat_statements_info", "pg_largeobject",
     "pg_prepared_xacts",
 })
-# Builtins that run SQL given as text, or read other sessions' data: their result cannot
-# be traced to columns.
-OPAQUE_FUNCTIONS = frozenset({
-    "query_to_xml", "query_to_xmlschema", "query_to_xml_and_xmlschema", "table_to_xml",
-    "table_to_xmlschema", "table_to_xml_and_xmlschema", "cursor_to_xml", "cursor_to_xmlschema",
-    "schema_to_xml", "schema_to_xmlschema", "schema_to_xml_and_xmlschema", "database_to_xml",
-    "database_to_xmlschema", "database_to_xml_and_xmlschema", "ts_stat", "ts_rewrite",
-    "pg_stat_get_activity", "pg_mcv_list_items", "dblink", "dblink_get_result",
-    "dblink_fetch", "pg_read_file", "pg_read_binary_file", "lo_get", "loread",
-    "pg_logical_slot_get_changes", "pg_logical_slot_peek_changes",
-    "pg_logical_slot_get_binary_changes", "pg_logical_slot_peek_binary_changes",
-    "pg_settings_get_flags", "xpath_table",
-})
-# Builtins that return session configuration, not table data: their value is clear when
-# their arguments are. A setting can only hold a masked value if set_config() put it there,
-# and set_config() with a masked or untraceable argument is refused (SINK_FUNCTIONS,
-# _funccall); ``SET`` takes literals only. (SHOW and pg_settings read the same values.)
-CONFIG_FUNCTIONS = frozenset({"current_setting"})
-# Functions that store or send their arguments somewhere a later statement (or another
-# session) can read them back unmasked.
-SINK_FUNCTIONS = frozenset({
-    "pg_notify", "set_config", "pg_logical_emit_message", "dblink_exec", "dblink_send_query",
-    "lo_from_bytea", "lo_put", "lowrite", "pg_file_write",
-})
-# Aggregates whose result says nothing of the values themselves.
-CLEAN_AGGREGATES = frozenset({"count"})
 # Set-returning builtins and the names of their output columns ("" = the function name
 # or the alias, as PostgreSQL names a scalar function's column).
 SRF_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -72,6 +53,41 @@ SRF_COLUMNS: dict[str, tuple[str, ...]] = {
     "generate_subscripts": ("",), "regexp_matches": ("",), "regexp_split_to_table": ("",),
     "string_to_table": ("",), "jsonb_path_query": ("",), "unnest": ("",),
 }
+# Builtins that return a set (``proretset`` in pg_catalog, PostgreSQL 15 to 18, checked
+# against the server by tests/test_masking_positions.py): their arguments shape how many
+# rows come back, so a masked argument is refused (the client counts the rows).
+SET_RETURNING_FUNCTIONS = frozenset({
+    "aclexplode", "generate_series", "generate_subscripts", "json_array_elements",
+    "json_array_elements_text", "json_each", "json_each_text", "json_object_keys",
+    "json_populate_recordset", "json_to_recordset", "jsonb_array_elements",
+    "jsonb_array_elements_text", "jsonb_each", "jsonb_each_text", "jsonb_object_keys",
+    "jsonb_path_query", "jsonb_path_query_tz", "jsonb_populate_recordset",
+    "jsonb_to_recordset", "pg_available_extension_versions", "pg_available_extensions",
+    "pg_config", "pg_cursor", "pg_event_trigger_ddl_commands",
+    "pg_event_trigger_dropped_objects", "pg_extension_update_paths",
+    "pg_get_backend_memory_contexts", "pg_get_catalog_foreign_keys", "pg_get_keywords",
+    "pg_get_multixact_members", "pg_get_publication_tables", "pg_get_replication_slots",
+    "pg_get_shmem_allocations", "pg_get_wal_resource_managers", "pg_hba_file_rules",
+    "pg_ident_file_mappings", "pg_listening_channels", "pg_lock_status",
+    "pg_logical_slot_get_binary_changes", "pg_logical_slot_get_changes",
+    "pg_logical_slot_peek_binary_changes", "pg_logical_slot_peek_changes",
+    "pg_ls_archive_statusdir", "pg_ls_dir", "pg_ls_logdir", "pg_ls_logicalmapdir",
+    "pg_ls_logicalsnapdir", "pg_ls_replslotdir", "pg_ls_tmpdir", "pg_ls_waldir",
+    "pg_mcv_list_items", "pg_options_to_table", "pg_partition_ancestors",
+    "pg_partition_tree", "pg_prepared_statement", "pg_prepared_xact",
+    "pg_show_all_file_settings", "pg_show_all_settings", "pg_show_replication_origin_status",
+    "pg_snapshot_xip", "pg_stat_get_activity", "pg_stat_get_backend_idset",
+    "pg_stat_get_progress_info", "pg_stat_get_recovery_prefetch", "pg_stat_get_slru",
+    "pg_stat_get_subscription", "pg_stat_get_wal_senders", "pg_tablespace_databases",
+    "pg_timezone_abbrevs", "pg_timezone_names", "regexp_matches", "regexp_split_to_table",
+    "string_to_table", "ts_debug", "ts_parse", "ts_stat", "ts_token_type",
+    "txid_snapshot_xip", "unnest",
+    # PostgreSQL 16 to 18
+    "pg_stat_get_io", "pg_get_wait_events", "pg_ls_summariesdir",
+    "pg_available_wal_summaries", "pg_wal_summary_contents", "pg_get_loaded_modules",
+    "pg_get_aios", "pg_get_shmem_allocations_numa", "pg_stat_get_backend_io",
+    "pg_timezone_abbrevs_zone", "pg_timezone_abbrevs_abbrevs",
+})
 WRITE_KINDS = frozenset({"insert", "update", "delete", "merge", "call", "do", "unknown",
                          "copy_in", "create_table_as"})
 DDL_NODES = frozenset({
@@ -375,44 +391,67 @@ def colname(val: dict | None) -> str:
 
 
 
+#: COPY's options (PostgreSQL 15 … 17); every one may be given once only.
+_COPY_OPTIONS = frozenset({
+    "format", "freeze", "delimiter", "null", "default", "header", "quote", "escape",
+    "force_quote", "force_not_null", "force_null", "convert_selectively", "encoding",
+    "on_error", "log_verbosity",
+})
+
+
 def copy_options(options: list) -> CopyOptions:
-    """The format options of a COPY statement's ``options`` list."""
+    """The format options of a COPY statement's ``options`` list, read as PostgreSQL's
+    ``ProcessCopyOptions`` reads them: names and format words compared exactly, defaults
+    by format (CSV: ``,`` and an empty NULL; text: tab and ``\\N``; ESCAPE defaults to QUOTE),
+    HEADER as ``defGetCopyHeaderChoice``.
+
+    Raises:
+        Refused: a list PostgreSQL rejects (an option given twice, an unknown option or
+            format, a value of the wrong kind): the statement would not run, and masking
+            does not guess how its rows would be laid out. Also ENCODING, which would
+            send the rows in another encoding than the session's.
+    """
+    repeated = def_repeated(options)
+    if repeated:
+        raise Refused(f"COPY option {sorted(repeated)[0]} given more than once")
     opts: dict[str, object] = {}
-    for o in options:
-        d = o["DefElem"]
-        name = d["defname"]
-        arg = d.get("arg")
-        if arg is None:
-            value: object = True
-        else:
-            akind, abody = _node(arg)
-            if akind == "String":
-                value = abody.get("sval", "")
-            elif akind == "Boolean":
-                value = abody.get("boolval", False)
-            elif akind == "Integer":
-                value = abody.get("ival", 0)
-            else:
-                value = True
-        opts[name] = value
-    fmt = str(opts.get("format", "text")).lower()
-    if opts.get("binary") is True:
-        fmt = "binary"
-    if opts.get("csv") is True:
-        fmt = "csv"
+    for name, arg in def_elems(options):
+        if name not in _COPY_OPTIONS:
+            raise Refused(f"COPY option {name!r} is not one PostgreSQL knows")
+        opts[name] = arg
+    if "encoding" in opts:
+        # The rows would be in that encoding, not the session's the masker decodes with.
+        raise Refused("COPY … ENCODING is not supported with masking: the rows would not "
+                      "be in the session's client_encoding")
+    fmt = "text"
+    if "format" in opts:
+        fmt = def_string(opts["format"]) or ""
+        if fmt not in ("text", "csv", "binary"):
+            raise Refused(f"COPY format {fmt!r} is not one PostgreSQL knows")
+
+    def text(key: str, default: str) -> str:
+        if key not in opts:
+            return default
+        value = def_string(opts[key])
+        if value is None:
+            raise Refused(f"COPY option {key} has a value pgguard cannot read")
+        return value
+
+    header = False
+    if "header" in opts:
+        arg = opts["header"]
+        header_value = def_boolean(arg)
+        if header_value is None and isinstance(arg, dict) and "Integer" not in arg \
+                and (def_string(arg) or "").lower() == "match":
+            header_value = True  # COPY FROM only; masking reads COPY TO
+        if header_value is None:
+            raise Refused("COPY option header has a value PostgreSQL rejects")
+        header = header_value
     if fmt == "csv":
-        quote = str(opts.get("quote", '"'))
-        return CopyOptions("csv", str(opts.get("delimiter", ",")), quote,
-                           str(opts.get("escape", quote)), str(opts.get("null", "")),
-                           _truthy(opts.get("header", False)))
-    return CopyOptions(fmt, str(opts.get("delimiter", "\t")), '"', '"',
-                       str(opts.get("null", "\\N")), _truthy(opts.get("header", False)))
-
-
-def _truthy(v: object) -> bool:
-    if isinstance(v, str):
-        return v.lower() in ("true", "on", "1", "yes", "match")
-    return bool(v)
+        quote = text("quote", '"')
+        return CopyOptions("csv", text("delimiter", ","), quote, text("escape", quote),
+                           text("null", ""), header)
+    return CopyOptions(fmt, text("delimiter", "\t"), '"', '"', text("null", "\\N"), header)
 
 
 def mask_of(rules: RuleSet, lin: Lin) -> Mask | None:
@@ -468,6 +507,14 @@ def check_into(rules: RuleSet, catalog: Catalog, into: dict, res: Result) -> Non
         check_write(rules, catalog, None, rv, name, lin if res.known else res.all())
 
 
+def tainted_by(lin: Lin, taint: Lin) -> Lin:
+    """*lin* fed as well by *taint* (data read in a position that carries values into
+    every output column of a query level)."""
+    if taint is CLEAN or (not taint.origins and taint.opaque is None):
+        return lin
+    return Lin(lin.direct, lin.mixed | taint.origins, lin.opaque or taint.opaque)
+
+
 def check_no_masked(rules: RuleSet, lin: Lin, what: str) -> None:
     """Refuse *what* (a COPY to a file or program) when *lin* may hold masked data."""
     masked = sorted(o for o in lin.origins if rules.match(*o))
@@ -485,12 +532,15 @@ class Findings:
         seen: base columns read anywhere.
         opaque_calls: a function whose effects cannot be traced was called.
         unknown: relation names not found in the catalog.
+        rowcount_unproven: why data of unproven origin shapes how many rows come back
+            (refused, unless an unknown relation asks for a catalog refresh first).
     """
 
     pred: set[Origin] = field(default_factory=set)
     seen: set[Origin] = field(default_factory=set)
     opaque_calls: bool = False
     unknown: set[str] = field(default_factory=set)
+    rowcount_unproven: str | None = None
 
 
 def build_plan(rules: RuleSet, found: Findings, kind: str, result: Result | None,
@@ -512,6 +562,9 @@ def build_plan(rules: RuleSet, found: Findings, kind: str, result: Result | None
     Returns:
         The plan, or a Refusal.
     """
+    if found.rowcount_unproven and rules and not found.unknown:
+        return Refusal(f"data of unproven origin shapes the number of rows "
+                       f"({found.rowcount_unproven}): the client would count them")
     masked_pred = sorted(f"{s}.{t}.{c}" for s, t, c in found.pred if rules.match(s, t, c))
     if deny_predicates and masked_pred:
         return Refusal(f"statement filters, groups or sorts on masked column "
@@ -539,3 +592,27 @@ def build_plan(rules: RuleSet, found: Findings, kind: str, result: Result | None
     return MaskPlan(kind, columns, fallback, tainted=tainted,
                     opaque=found.opaque_calls or kind in WRITE_KINDS, copy=copy, name=name,
                     refresh_catalog=refresh, unknown_relations=tuple(sorted(found.unknown)))
+
+
+def explain_analyze(options: list) -> bool:
+    """Whether an EXPLAIN with these options runs its statement, read as PostgreSQL reads
+    them: the last ``analyze`` wins, no value means true; a value PostgreSQL would reject
+    counts as true (fail closed)."""
+    analyze = False
+    for o in options:
+        d = _node(o)[1]
+        if str(d.get("defname", "")).lower() != "analyze":
+            continue
+        arg = d.get("arg")
+        if arg is None:
+            analyze = True
+            continue
+        akind, abody = _node(arg)
+        if akind == "Boolean":
+            analyze = bool(abody.get("boolval", False))
+        elif akind == "Integer":
+            analyze = abody.get("ival", 0) != 0
+        else:
+            analyze = str(abody.get("sval", abody.get("fval", ""))).lower() not in (
+                "false", "off", "0")
+    return analyze

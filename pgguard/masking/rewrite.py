@@ -1,4 +1,5 @@
-"""Rewriting result bytes: DataRow bodies, COPY data, error and notice fields.
+"""Rewriting result bytes: DataRow bodies and COPY data (error and notice fields:
+:mod:`.messages`; type classes and what a value holds: :mod:`.values`).
 
 Per output column an *action* is precomputed once per RowDescription: None (forward the
 value's bytes untouched), a mask, or a detector scan. :meth:`RowMasker.mask_datarow` then
@@ -19,10 +20,14 @@ anything else (numbers, dates, arrays,       NULL
 records, bytea, …), and every ``null`` rule
 ===========================================  ==========================================
 
-Detectors scan values of clear columns whose type holds text: text-like types are
-rewritten in place (``[email]``), json/jsonb in place when the result is still valid JSON
-(else NULL), arrays/records/composites of text in place in text format and NULL in
-binary format when anything is found, other types are not scanned.
+Detectors scan values of clear columns of every type not known to carry no text
+(:data:`.values.NO_TEXT_TYPES`): text-like types are rewritten in place (``[email]``),
+json/jsonb in place when the result is still valid JSON (else NULL), arrays, records and
+documents of text in place in text format when the hit is in the text as it stands.
+Everything else that holds a hit becomes NULL: ``bytea`` (read decoded from hex or escape
+output, or its binary bytes), an array or record whose hit is in an escaped or binary
+element, values of any other type (enums, ranges of text, user types, …). A text value
+that is hex ``bytea`` output (``\\x…``, say from a cast) is read decoded too.
 """
 
 from __future__ import annotations
@@ -34,9 +39,32 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 from ..errors import ProtocolViolation
+from ..wire import encodings
 from .detectors import Detectors
+from .messages import mask_error_fields
 from .plan import CopyOptions
 from .rules import REDACTED, Mask, apply_text, hash_token
+from .values import (
+    BYTEA,
+    CONTAINER,
+    JSON,
+    JSONB,
+    NONE,
+    OTHER,
+    TEXT,
+    TypeInfo,
+    bytea_from_text,
+    text_of_bytes,
+    texts_of_binary,
+    texts_of_json,
+    texts_of_text,
+    type_class,
+)
+
+__all__ = [
+    "BYTEA", "CONTAINER", "JSON", "JSONB", "NONE", "OTHER", "TEXT", "Action", "CopyMasker",
+    "RowMasker", "ValueCodec", "mask_error_fields", "python_encoding", "type_class",
+]
 
 Action = Callable[[bytes], bytes | None]
 
@@ -47,67 +75,26 @@ COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 HASH_CACHE_SIZE = 4096
 HASH_CACHE_MAX_LEN = 256
 
-# Type classes.
-NONE, TEXT, JSON, JSONB, CONTAINER, OTHER = range(6)
-TEXT_TYPES = frozenset({25, 1043, 1042, 19, 705})
-JSON_TYPE, JSONB_TYPE = 114, 3802
-CONTAINER_TYPES = frozenset({
-    1009, 1015, 1014, 1003, 199, 3807, 2249, 2287, 142, 143, 3614, 3615,
-})
-NOT_TEXT_TYPES = frozenset({
-    16, 17, 18, 20, 21, 23, 24, 26, 27, 28, 29, 650, 700, 701, 790, 829, 869, 774, 1082,
-    1083, 1114, 1184, 1186, 1266, 1560, 1562, 1700, 2202, 2203, 2204, 2205, 2206, 2950,
-    3220, 3734, 3769, 4089, 4096, 5069, 600, 601, 602, 603, 604, 628, 718, 1000, 1001, 1005,
-    1007, 1016, 1021, 1022, 1028, 1115, 1182, 1183, 1185, 1187, 1231, 1270, 2951, 3904,
-    3906, 3908, 3910, 3912, 3926, 4451, 4532, 4533, 4534, 4535, 4536,
-})
 
-
-def type_class(type_oid: int, catalog: object | None = None) -> int:
-    """Classify a type OID for masking and scanning (see the module docstring)."""
-    if type_oid in TEXT_TYPES:
-        return TEXT
-    if type_oid == JSON_TYPE:
-        return JSON
-    if type_oid == JSONB_TYPE:
-        return JSONB
-    if type_oid in CONTAINER_TYPES:
-        return CONTAINER
-    if type_oid in NOT_TEXT_TYPES:
-        return NONE
-    info = catalog.type_info(type_oid) if catalog is not None else None
-    for _ in range(8):
-        if info is None:
-            break
-        category, typtype, elem, base = info
-        if typtype == "d" and base:
-            cls = type_class(base, catalog)
-            return cls
-        if category == "S":
-            return TEXT
-        if typtype == "c" or category == "A":
-            return CONTAINER
-        return NONE
-    # A type we know nothing about: scan it, and drop the value if anything is found.
-    return OTHER
-
-
-def python_encoding(client_encoding: str) -> str:
-    """Python codec for a PostgreSQL client_encoding name (ASCII-compatible fallback)."""
-    name = client_encoding.upper().replace("-", "").replace("_", "")
-    return {"UTF8": "utf-8", "UNICODE": "utf-8", "LATIN1": "latin-1", "SQLASCII": "utf-8",
-            "WIN1252": "cp1252", "LATIN9": "iso8859-15", "WIN1251": "cp1251",
-            "EUCJP": "euc-jp", "SJIS": "shift-jis", "GBK": "gbk", "BIG5": "big5",
-            }.get(name, "utf-8")
+def python_encoding(client_encoding: str, server_encoding: str | None = None) -> str:
+    """Python codec for a PostgreSQL client_encoding name: the one the session decodes
+    statement text in (``pgguard.wire.encodings.python_codec``; SQL_ASCII is the server
+    encoding's bytes). UTF-8 for a name pgguard refuses: the session ends before any value
+    in it is read."""
+    return encodings.python_codec(client_encoding, server_encoding) or "utf-8"
 
 
 class ValueCodec:
     """Builds per-column actions: masks and scans for one encoding, key and detectors."""
 
-    def __init__(self, key: bytes, detectors: Detectors, encoding: str = "utf-8"):
+    def __init__(self, key: bytes, detectors: Detectors, encoding: str = "utf-8",
+                 catalog: TypeInfo | None = None):
         self.key = key
         self.detectors = detectors
         self.encoding = encoding
+        # to classify the elements of binary arrays and records of user types (without
+        # it they are read as types of unknown content: scanned)
+        self.catalog = catalog
         # hash tokens per distinct value: the HMAC is the per-value cost, values repeat.
         self._tokens: OrderedDict[bytes, bytes] = OrderedDict()
 
@@ -172,18 +159,30 @@ class ValueCodec:
     # -- scans -------------------------------------------------------------------
 
     def scan_action(self, cls: int, binary: bool) -> Action | None:
-        """The detector action for a clear value of type class *cls* (None: no scan)."""
+        """The detector action for a clear value of type class *cls* (None: no scan).
+
+        Text is rewritten in place (``[email]``); so is the text output of arrays,
+        records and documents of text (:data:`CONTAINER`) when the hit is in the text as
+        it stands. A hit only in a decoded form (``bytea`` hex or escape output, an
+        escaped element, a binary element) or in a value of another type nulls the
+        whole value: its bytes cannot be rewritten and stay valid.
+        """
         det = self.detectors
         if not det or cls == NONE:
             return None
+        skips = det.skips_bytes
+        find = det.find
         if cls == TEXT or (cls == CONTAINER and not binary):
-            skips = det.skips_bytes
-
-            def scan_text(v: bytes) -> bytes:
-                if skips(v):
+            def scan_text(v: bytes) -> bytes | None:
+                escaped = b"\\" in v
+                if not escaped and skips(v):
                     return v
                 s = self._dec(v)
                 out = det.scan_text(s)
+                # bytea output (a cast to text, a COPY field of unknown type) or the
+                # escaped elements of an array or record: read what they hold too
+                if escaped and any(find(t) for t in texts_of_text(out)[1:]):
+                    return None
                 return v if out is s else self._enc(out)
             return scan_text
         if cls in (JSON, JSONB):
@@ -191,10 +190,14 @@ class ValueCodec:
 
             def scan_json(v: bytes) -> bytes | None:
                 raw = v[1:] if prefix else v
-                if det.skips_bytes(raw):
+                escaped = b"\\" in raw
+                if not escaped and skips(raw):
                     return v
                 s = self._dec(raw)
                 out = det.scan_text(s)
+                # escaped strings: bytea output, array text, … inside the document
+                if escaped and any(find(t) for t in texts_of_json(out)[1:]):
+                    return None
                 if out is s:
                     return v
                 try:
@@ -203,12 +206,32 @@ class ValueCodec:
                     return None
                 return (b"\x01" if prefix else b"") + self._enc(out)
             return scan_json
-
-        def scan_or_null(v: bytes) -> bytes | None:
-            if det.skips_bytes(v):
+        if cls == BYTEA:
+            def scan_bytea(v: bytes) -> bytes | None:
+                raw = v if binary else bytea_from_text(v)
+                if raw is None:       # not bytea output after all: read it as it is
+                    raw = v
+                if skips(raw):
+                    return v
+                t = text_of_bytes(raw)
+                if find(t) or ("\\" in t and any(find(x) for x in texts_of_text(t)[1:])):
+                    return None
                 return v
-            return None if det.find(self._dec(v)) else v
-        return scan_or_null
+            return scan_bytea
+        catalog = self.catalog
+        if binary:
+            def scan_binary(v: bytes) -> bytes | None:
+                if skips(v):
+                    return v
+                return None if any(find(t) for t in texts_of_binary(v, cls, catalog)) \
+                    else v
+            return scan_binary
+
+        def scan_other(v: bytes) -> bytes | None:
+            if b"\\" not in v and skips(v):
+                return v
+            return None if any(find(t) for t in texts_of_text(self._dec(v))) else v
+        return scan_other
 
 
 def _to_null(v: bytes) -> None:
@@ -560,66 +583,3 @@ class CopyMasker:
             out.append(b"".join(parts))
             pos = p
         del buf[:pos]
-
-
-# --- errors and notices ------------------------------------------------------------
-
-_QUOTED = re.compile(r'"((?:[^"]|"")*)"')
-_KEY_DETAIL = re.compile(r"(Key \([^)]*\))=\((.*?)\)(?= already exists| is not present|"
-                         r" is still referenced| conflicts|\.|$)", re.S)
-_FAILING_ROW = re.compile(r"(Failing row contains )\(.*\)", re.S)
-_JSON_CONTEXT = re.compile(r"^(JSON data, line \d+: ).*$", re.M)
-_COPY_CONTEXT = re.compile(r"^(COPY [^,]+, line \d+(?:, column [^:]+)?: ).*$", re.M)
-WITHHELD = "pgguard: message withheld: it may carry masked values"
-SAFE_QUOTED = frozenset({
-    "integer", "bigint", "smallint", "numeric", "text", "boolean", "date", "json", "jsonb",
-    "uuid", "timestamp", "timestamptz", "real", "double precision", "character varying",
-    "character", "bytea", "interval", "time", "inet", "UTF8", "{", "}",
-    "timestamp without time zone", "timestamp with time zone",
-})
-SCRUBBED_FIELDS = ("M", "D", "H", "W", "q")
-
-
-def mask_error_fields(fields: dict[str, str], detectors: Detectors, tainted: bool,
-                      opaque: bool, identifiers: frozenset[str] = frozenset()
-                      ) -> dict[str, str]:
-    """Scrub an ErrorResponse/NoticeResponse field dict.
-
-    Detectors always run over M, D, H, W and q. When the statement *tainted* the result
-    (read a masked column, called an opaque function, wrote): every double-quoted text
-    that is not a known identifier or type name becomes ``"***"``, key values in
-    ``Key (…)=(…)`` and ``Failing row contains (…)`` become ``***``, and the echoed input
-    of JSON and COPY contexts is cut. When the statement is *opaque* too (user functions,
-    triggers of writes), messages raised by PL/pgSQL (SQLSTATE 00000, P0001, or a
-    PL/pgSQL context) are withheld: their text is arbitrary.
-
-    Args:
-        fields: field code -> value, as decoded from the message.
-        detectors: the content detectors.
-        tainted: the plan's ``tainted``.
-        opaque: the plan's ``opaque``.
-        identifiers: names that may stay quoted (relations, columns).
-
-    Returns:
-        A new dict; codes not listed above are kept as they are.
-    """
-    out = dict(fields)
-    if tainted and opaque and (fields.get("C") in ("00000", "P0001")
-                               or "PL/pgSQL" in fields.get("W", "")):
-        out["M"] = WITHHELD
-        out.pop("D", None)
-        out.pop("H", None)
-    for code in SCRUBBED_FIELDS:
-        v = out.get(code)
-        if not v:
-            continue
-        if tainted:
-            v = _FAILING_ROW.sub(r"\1(***)", v)
-            v = _KEY_DETAIL.sub(r"\1=(***)", v)
-            v = _JSON_CONTEXT.sub(r"\1***", v)
-            v = _COPY_CONTEXT.sub(r"\1***", v)
-            v = _QUOTED.sub(lambda m: m.group(0) if (m.group(1) in identifiers
-                                                      or m.group(1) in SAFE_QUOTED)
-                            else f'"{REDACTED}"', v)
-        out[code] = detectors.scan_text(v)
-    return out

@@ -249,8 +249,10 @@ class SessionMasking:
         """
         if self.exempt:
             return fields
-        tainted = plan is None and bool(self.rules) or (plan is not None and plan.tainted)
-        opaque = plan is not None and plan.opaque
+        # Withholding protects rule-masked columns; with detectors only, errors are
+        # scrubbed by the detectors (a detectors-only gateway must not blank every error).
+        tainted = bool(self.rules) and (plan is None or plan.tainted)
+        opaque = bool(self.rules) and plan is not None and plan.opaque
         return mask_error_fields(fields, self.detectors, tainted, opaque,
                                  getattr(self.catalog, "identifiers", frozenset()))
 

@@ -187,6 +187,18 @@ class Guard:
             return None
         return verdict
 
+    def refuse_unreadable(self, msg: Query | Parse, exc: GatewayError) -> Verdict:
+        """A Query or Parse whose text pgguard cannot read as PostgreSQL will (it did not
+        decode in the session's client_encoding, or that encoding is not settled: see
+        ``wire.clienttext``): refused unjudged, with *exc*."""
+        protocol = "simple" if isinstance(msg, Query) else "extended"
+        decision = policy.Decision("deny", "encoding", "unreadable", exc.message, None)
+        self._cls = None
+        self.last_decision = decision
+        log.info("event=statement_refused session=%s user=%s category=encoding reason=%r",
+                 self.session.session_id, self.identity.user, exc.message)
+        return Verdict(decision, msg.sql, protocol, refuse=exc)
+
     def _masking_refusal(self, decision: policy.Decision, sql: str, protocol: str,
                          refusal: Refusal, cls: policy.Classification) -> Verdict:
         verdict = Verdict(decision, sql, protocol, refuse=refusal.error(), classification=cls)
@@ -433,6 +445,8 @@ class Guard:
                 rule = ExecutionRule(decision, msg.sql)
                 self.rules_seen = True
             notes[APPROVAL] = rule
+        if isinstance(msg, Parse) and cls.statements and cls.statements[0].encoding_params:
+            notes[ENCODING_PARAMS] = cls.statements[0].encoding_params
         if len(masking) != len(cls.statements):
             masking = [None] * len(cls.statements)
         effects: list[Effect | None] = []
@@ -450,6 +464,15 @@ class Guard:
             else:
                 effects.append(effect)
         return tuple(effects)
+
+    def encoding_params(self, statement: str) -> tuple[int, ...]:
+        """The parameters of prepared statement *statement* whose Bind values set
+        client_encoding (``set_config('client_encoding', $1, false)``): of every
+        definition an Execute sent now may run (see ``Exchange.expected_statements``)."""
+        out: tuple[int, ...] = ()
+        for notes in self.session.exchange.expected_statements(statement):
+            out += notes.get(ENCODING_PARAMS, ())
+        return out
 
     def wants_catalog(self, msg: Message) -> bool:
         """Masking: reload the catalog before planning *msg* (only with observes_results)."""
@@ -483,6 +506,7 @@ PARAMS = "approval_params"
 
 def _distinct(rules: Iterable[ExecutionRule | None]) -> tuple[ExecutionRule, ...]:
     return tuple(dict.fromkeys(r for r in rules if r is not None))
+ENCODING_PARAMS = "encoding_params"  # a Parse's notes: StatementInfo.encoding_params
 
 
 class PreparedView(Mapping[str, policy.Classification]):

@@ -43,7 +43,7 @@ from ..masking import (
 from ..masking.hub import CATALOG_TTL_S, MaskingHub, attach_masking, hub_for, masking_configured
 from ..masking.rewrite import RowMasker, python_encoding
 from ..masking.rules import Mask
-from ..wire import codec
+from ..wire import codec, encodings
 from ..wire.exchange import Effect, Exchange, Notes, Portal, Request
 from ..wire.messages import (
     BIND,
@@ -78,6 +78,7 @@ from ..wire.messages import (
     RowDescription,
     Sync,
 )
+from .activity import label_strategies
 from .backend import receive_message
 
 if TYPE_CHECKING:
@@ -293,6 +294,7 @@ class ResultMasker:
         self._send_upstream = send_upstream
         self.session_id = session_id
         self.encoding = "utf-8"
+        self.server_encoding: str | None = None
         self.cache_key: tuple = (conn.name,)
         self.generation = 0
         self.stale = False        # DDL was sent: plans are unsafe until the next reload
@@ -301,14 +303,14 @@ class ResultMasker:
         self._rows: RowRewriter | None = None   # the current result's, None = raw bytes
         self._head: Request | None = None
         self._idle: trio.Event | None = None
+        self.on_masked: Callable[[RowRewriter], None] | None = None
 
     # --- start -------------------------------------------------------------------
 
     async def start(self, link: BackendLink, params: dict[str, str]) -> None:
         """Load the catalog on the new upstream link, from the gateway cache if fresh."""
-        enc = link.parameters.get("client_encoding", "UTF8")
-        self.encoding = python_encoding(enc)
-        self.m.set_client_encoding(enc)
+        self.server_encoding = link.parameters.get("server_encoding")
+        self._follow_encoding(link.parameters.get("client_encoding", "UTF8"))
         self.cache_key = (self.conn.name, params.get("search_path"), params.get("options"))
         self.generation = self.hub.generation.get(self.conn.name, 0)
         catalog = self.hub.cached(self.cache_key)
@@ -316,6 +318,14 @@ class ResultMasker:
             catalog = await fetch_catalog(link, self.encoding)
             self.hub.store(self.cache_key, catalog)
         self.m.set_catalog(catalog)
+
+    def _follow_encoding(self, client_encoding: str) -> None:
+        """Values are decoded as the session decodes statements (``wire.encodings``): in
+        the client_encoding PostgreSQL reports, SQL_ASCII being the server's bytes."""
+        self.encoding = python_encoding(client_encoding, self.server_encoding)
+        if encodings.normalize(client_encoding) == "SQL_ASCII" and self.server_encoding:
+            client_encoding = self.server_encoding
+        self.m.set_client_encoding(client_encoding)
 
     # --- planning (frontend task) ---------------------------------------------------
 
@@ -461,7 +471,8 @@ class ResultMasker:
                 describe = Describe("P", msg.portal)
                 ex.client_sent(describe, {NOTE: _Request(internal="describe")})
                 notes[NOTE] = _Request()
-                return codec.describe("P", msg.portal) + raw
+                # The portal name as the client sent it (its bytes, in its encoding).
+                return codec.message(b"D", b"P" + raw[5:raw.index(0, 5) + 1]) + raw
             notes[NOTE] = _Request()
         elif isinstance(msg, Sync | Close):
             notes[NOTE] = _Request()
@@ -571,8 +582,9 @@ class ResultMasker:
             if fields is None:
                 mp.rows = _NullAll()
             else:
-                rm = self.m.row_masker(self._portal_plan(portal), fields)
-                mp.rows = None if rm.passthrough else rm
+                plan = self._portal_plan(portal)
+                rm = self.m.row_masker(plan, fields)
+                mp.rows = None if rm.passthrough else label_strategies(rm, plan)
         return mp.rows
 
     def on_backend(self, kind: bytes, framer: Framer, start: int, end: int,
@@ -600,6 +612,8 @@ class ResultMasker:
             new = rows.mask_datarow(body)
             if new is body:
                 return replacement
+            if self.on_masked is not None:
+                self.on_masked(rows)  # metrics: masked values by strategy and detector
             if not new:
                 return b""
             return b"D" + _I32.pack(len(new) + 4) + new
@@ -622,8 +636,7 @@ class ResultMasker:
         if k == PARAMETER_STATUS:  # not an answer to anything
             msg = framer.decode(kind, start, end)
             if msg.name == "client_encoding":
-                self.encoding = python_encoding(msg.value)
-                self.m.set_client_encoding(msg.value)
+                self._follow_encoding(msg.value)
             return replacement
         if k == NOTIFICATION_RESPONSE:  # the payload is any text
             return self._notification(framer, start, end)
@@ -682,9 +695,9 @@ class ResultMasker:
                        req: Request, note: _Request | None,
                        replacement: bytes | None) -> bytes | None:
         if k == ROW_DESCRIPTION:
-            rm = self.m.row_masker(self._request_plan(req),
-                                   _fields(framer.decode(kind, start, end)))
-            self._rows = None if rm.passthrough else rm
+            plan = self._request_plan(req)
+            rm = self.m.row_masker(plan, _fields(framer.decode(kind, start, end)))
+            self._rows = None if rm.passthrough else label_strategies(rm, plan)
         elif k == COMMAND_COMPLETE:
             if note is not None:
                 note.copy = None
@@ -724,7 +737,7 @@ class ResultMasker:
         new = self.m.mask_error_fields(fields, plan)
         if new == fields:
             return None
-        return codec.encode_fields(kind, new)
+        return codec.encode_fields(kind, new, framer.encoding)
 
     def _notification(self, framer: Framer, start: int, end: int) -> bytes | None:
         buf = framer.buf

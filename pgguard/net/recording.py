@@ -19,6 +19,7 @@ see the result. See "Durability" in docs/audit-format.md for the other modes.
 from __future__ import annotations
 
 import logging
+import re
 import struct
 import time
 from collections.abc import Sequence
@@ -74,15 +75,16 @@ RECORD = "record"   # the tap's key in the exchange's notes
 _SHORT_NUMBER_LEN = 7
 
 
-def _text(raw: bytes) -> str:
-    # As the wire codec decodes strings, so the record matches what it would have said.
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw.decode("utf-8", "surrogateescape")
+_ESCAPED = re.compile("[\udc80-\udcff]")
 
 
-def _row_description(kind: bytes, data: bytes, pos: int, end: int
+def _text(raw: bytes, encoding: str = "utf-8") -> str:
+    # Names and tags in the session's client encoding; "replace", as for values: a record
+    # holds text (a lone surrogate would not pack).
+    return raw.decode(encoding, "replace")
+
+
+def _row_description(kind: bytes, data: bytes, pos: int, end: int, encoding: str = "utf-8"
                      ) -> tuple[list[list[Any]], list[int]]:
     """Column ``[name, type oid]`` pairs and formats of the RowDescription at *pos*.
 
@@ -96,7 +98,7 @@ def _row_description(kind: bytes, data: bytes, pos: int, end: int
         formats: list[int] = []
         for _ in range(ncols):
             zero = data.index(b"\0", p, end)
-            name = _text(data[p:zero])
+            name = _text(data[p:zero], encoding)
             _, _, oid, _, _, fmt = _FIELD.unpack_from(data, zero + 1)
             p = zero + 1 + _FIELD.size
             columns.append([name, oid])
@@ -105,7 +107,7 @@ def _row_description(kind: bytes, data: bytes, pos: int, end: int
             return columns, formats
     except (ValueError, struct.error):
         pass
-    msg = codec.decode_backend(kind, data, pos, end)  # raises on malformed bytes
+    msg = codec.decode_backend(kind, data, pos, end, encoding)  # raises on malformed bytes
     return ([[f.name, f.type_oid] for f in msg.fields], [f.format for f in msg.fields])
 
 
@@ -169,7 +171,11 @@ class SessionTap:
         self.max_rows = recorder.max_rows
         self.sync_results = recorder.cfg.fsync == "always"
         self._detectors = detectors
+        # Values are decoded as the session decodes statements: the session sets the
+        # server encoding and the login's client_encoding (follow_encoding), the tap
+        # follows the ParameterStatus messages it relays.
         self._encoding = "utf-8"
+        self.server_encoding: str | None = None
         # Extended protocol: a statement is recorded at its Bind, with the parameters; the
         # record of a Parse is noted with the statement on the exchange (key "record").
         # Records of statements parsed but not bound yet wait here.
@@ -184,6 +190,8 @@ class SessionTap:
         # Statement text repeats (drivers re-send the same SQL): cache its scan.
         self._scanned: dict[str, str] = {}
         self._ended = False
+        # The metrics counter of records written (set by the session), or None.
+        self.records: Any = None
 
     # --- helpers --------------------------------------------------------------------
 
@@ -193,10 +201,16 @@ class SessionTap:
     async def _record_map(self, type: str, fields: dict[str, Any]) -> None:
         try:
             await self.recorder.record_map(self.sid, type, fields)
+            if self.records is not None:
+                self.records.inc()   # pgguard_recording_records_total
         except AuditError as exc:
             # Nothing may happen unrecorded: end the session rather than go on blind.
             log.error("event=recording_unavailable session=%s error=%s", self.sid, exc)
             raise RecordingUnavailable("pgguard: session recording is unavailable") from None
+
+    def follow_encoding(self, client_encoding: str) -> None:
+        """Decode values in *client_encoding* (PostgreSQL's name) from now on."""
+        self._encoding = python_encoding(client_encoding, self.server_encoding)
 
     def _scan(self, text: str) -> str:
         if not self._detectors or (len(text) < _SHORT_NUMBER_LEN and text.isdigit()):
@@ -204,6 +218,10 @@ class SessionTap:
         return self._detectors.scan_text(text)
 
     def _scan_sql(self, sql: str) -> str:
+        if codec.escaped(sql):
+            # Bytes the client's encoding does not read (a statement refused for them,
+            # 22021): a record holds text, so each becomes U+FFFD, as in values.
+            sql = _ESCAPED.sub("\ufffd", sql)
         if len(sql) > policy.CACHE_MAX_TEXT:
             return self._scan(sql)  # huge texts are rarely repeated: do not hold them
         scanned = self._scanned.get(sql)
@@ -371,7 +389,7 @@ class SessionTap:
                                          else chunk.decode(self._encoding, "replace")])
             elif k == ROW_DESCRIPTION:
                 res = self._result = _Result()
-                columns, formats = _row_description(kind, data, pos, end)
+                columns, formats = _row_description(kind, data, pos, end, self._encoding)
                 res.columns = columns
                 if not self._after_param_desc:
                     res.formats = formats
@@ -380,11 +398,11 @@ class SessionTap:
                 if data[end - 1] != 0 or b"\0" in raw:
                     tag = codec.decode_backend(kind, data, pos, end).tag  # raises
                 else:
-                    tag = _text(raw)
+                    tag = _text(raw, self._encoding)
                 await self._finish_result(tag)
                 completed = True
             elif k == ERROR_RESPONSE:
-                fields = codec.decode_backend(kind, data, pos, end).fields
+                fields = codec.decode_backend(kind, data, pos, end, self._encoding).fields
                 if self._result is not None and self._result.count:
                     await self._finish_result("")  # rows the client got before the error
                 self._result = None
@@ -392,7 +410,7 @@ class SessionTap:
                                    message=fields.get("M", ""))
                 completed = True
             elif k == NOTICE_RESPONSE:
-                fields = codec.decode_backend(kind, data, pos, end).fields
+                fields = codec.decode_backend(kind, data, pos, end, self._encoding).fields
                 await self._record("notice", message=fields.get("M", ""),
                                    severity=fields.get("S", ""), sqlstate=fields.get("C", ""))
             elif k == COPY_OUT_RESPONSE or k == COPY_IN_RESPONSE:
@@ -417,7 +435,7 @@ class SessionTap:
             elif k == PARAMETER_STATUS:
                 msg = codec.decode_backend(kind, data, pos, end)
                 if msg.name == "client_encoding":
-                    self._encoding = python_encoding(msg.value)
+                    self.follow_encoding(msg.value)
             self._after_param_desc = k == PARAMETER_DESCRIPTION  # a statement Describe
             pos = end
         if pos < n:

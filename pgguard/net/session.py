@@ -7,6 +7,7 @@ look at are forwarded as the original bytes, in as few sends as possible.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import secrets
@@ -17,7 +18,10 @@ from typing import TYPE_CHECKING
 import trio
 
 from ..errors import (
+    CharacterNotInRepertoire,
     CredentialsExpired,
+    EncodingRefused,
+    FeatureNotSupported,
     GatewayError,
     InternalError,
     NotPermitted,
@@ -28,6 +32,13 @@ from ..errors import (
     UnknownConnection,
 )
 from ..wire import codec
+from ..wire.clienttext import (
+    ClientText,
+    Judgement,
+    bound_encoding_refusal,
+    kind_of,
+    text_of,
+)
 from ..wire.exchange import Exchange
 from ..wire.framer import NEED_DATA, Framer, StartupFramer
 from ..wire.messages import (
@@ -50,6 +61,7 @@ from ..wire.messages import (
     READY_FOR_QUERY,
     SYNC,
     TERMINATE,
+    Bind,
     CancelRequest,
     FunctionCall,
     GSSENCRequest,
@@ -63,11 +75,20 @@ from ..wire.messages import (
     Sync,
 )
 from ..wire.state import ALLOWED, Phase, expect
-from . import backend
+from . import backend, held
+from .activity import Activity, count_failure, count_masked
 from .fastio import FastIO
 from .guard import Guard, Verdict, guard_for
+from .outgoing import Outgoing as _Outgoing
+from .outgoing import first_error as _first_error
 from .recording import SessionInfo, SessionTap, session_detectors
 from .services import Services
+from .startup import (  # noqa: F401 - _check_options and the sets: tests import them here
+    FORWARDED_PARAMS,
+    REFUSED_PARAMS,
+    _check_options,
+    check_startup_encoding,
+)
 
 if TYPE_CHECKING:
     from ..credentials import CredentialSource, Lease
@@ -87,19 +108,6 @@ SYNC_MESSAGE = Sync()
 UNOWNED_KINDS = frozenset((DATA_ROW, COPY_DATA, NOTICE_RESPONSE, PARAMETER_STATUS,
                            NOTIFICATION_RESPONSE))
 
-# Startup parameters a client may pass through to PostgreSQL. Anything that changes who
-# the session runs as is refused; unknown ones are dropped (a GUC set at startup would
-# escape statement control).
-FORWARDED_PARAMS = frozenset({
-    "application_name", "client_encoding", "DateStyle", "datestyle", "TimeZone", "timezone",
-    "IntervalStyle", "intervalstyle", "extra_float_digits", "search_path",
-    "statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout",
-    "standard_conforming_strings", "bytea_output", "default_transaction_isolation",
-    "default_transaction_read_only", "client_min_messages", "geqo", "lc_messages",
-    "lc_monetary", "lc_numeric", "lc_time", "xmlbinary", "xmloption", "jit", "work_mem",
-    "enable_seqscan", "options",
-})
-REFUSED_PARAMS = frozenset({"role", "session_authorization", "replication"})
 
 
 def is_loopback(host: str) -> bool:
@@ -111,92 +119,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _check_options(options: str) -> str:
-    """Allow only ``-c name=value`` of forwarded parameters inside ``options``."""
-    words = options.replace("--", "-c ").split()
-    i = 0
-    while i < len(words):
-        w = words[i]
-        if w == "-c" and i + 1 < len(words):
-            setting = words[i + 1]
-            i += 2
-        elif w.startswith("-c"):
-            setting = w[2:]
-            i += 1
-        else:
-            raise PolicyDenied(f"startup option {w!r} is not allowed")
-        name = setting.split("=", 1)[0].replace("-", "_")
-        if name not in FORWARDED_PARAMS or name == "options":
-            raise PolicyDenied(f"startup setting {name!r} is not allowed")
-    return options
-
-
-class _Outgoing:
-    """What a pump sends next: runs of untouched frames (slices of the receive buffer,
-    copied once) and replacement bytes, in order."""
-
-    __slots__ = ("buf", "parts", "start", "end")
-
-    def __init__(self, buf: bytearray):
-        self.buf = buf
-        self.parts: list[bytes] = []
-        self.start = -1
-        self.end = -1
-
-    def keep(self, start: int, end: int) -> None:
-        if self.start < 0:
-            self.start = start
-        elif self.end != start:
-            self._close_run()
-            self.start = start
-        self.end = end
-
-    def put(self, data: bytes) -> None:
-        self._close_run()
-        if data:
-            self.parts.append(data)
-
-    def _close_run(self) -> None:
-        if self.start >= 0:
-            self.parts.append(bytes(self.buf[self.start:self.end]))
-            self.start = -1
-
-    def take(self) -> bytes:
-        """Everything collected so far, as one bytes object (b"" when nothing)."""
-        self._close_run()
-        parts, self.parts = self.parts, []
-        if len(parts) == 1:
-            return parts[0]
-        return b"".join(parts)
-
-
-def _first_error(group: BaseExceptionGroup) -> BaseException:
-    """The exception that ended a pump: a GatewayError if any, else the first other one."""
-    leaves: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for e in exc.exceptions:
-                walk(e)
-        else:
-            leaves.append(exc)
-
-    walk(group)
-    for exc in leaves:
-        if isinstance(exc, GatewayError):
-            return exc
-    for exc in leaves:
-        if not isinstance(exc, trio.Cancelled):
-            return exc
-    return leaves[0]
-
-
-def _terminates(framer: Framer) -> bool:
-    """Whether the frames buffered in *framer* (consumed) include a Terminate."""
-    while (frame := framer.next_frame()) is not None:
-        if frame[0][0] == TERMINATE:
-            return True
-    return False
+TEXT_MARK = "text"  # the session's key in a request's notes: its ClientText mark
 
 
 class ClientSession:
@@ -233,6 +156,16 @@ class ClientSession:
         self.state = "startup"
         self.tap: SessionTap | None = None  # when recording is on
         self._scan: Detectors | None = None
+        # The client_encoding PostgreSQL reads statements in (set at the upstream login),
+        # and an event set whenever a ReadyForQuery settles it (wire/clienttext).
+        self.text: ClientText | None = None
+        self._text_settled = trio.Event()
+        self.activity: Activity | None = None  # once connected upstream
+        # KILL and the kill switch end the session from outside: the FATAL it gets, and
+        # the scope of the relay they cancel (cancelled early, it ends the relay at once).
+        self.killed: GatewayError | None = None
+        self.relay_scope = trio.CancelScope()
+        self.ended = trio.Event()   # set once cleanup is done (lease released)
 
     @property
     def txn_status(self) -> str:
@@ -248,7 +181,7 @@ class ClientSession:
 
     async def send_error(self, exc: GatewayError) -> None:
         data = codec.error_response(exc.severity, exc.sqlstate, exc.message, exc.detail,
-                                   exc.hint)
+                                   exc.hint, encoding=self.client_framer.encoding)
         with trio.move_on_after(2):
             try:
                 await self.send_client(data)
@@ -268,6 +201,8 @@ class ClientSession:
                     if startup is None:
                         return
                     await self._authenticate(startup)
+                    await self.services.check_blocked(self.user or "",
+                                                      console=self.database == "pgguard")
                     if self.database == "pgguard":
                         greeting = None
                     else:
@@ -287,8 +222,13 @@ class ClientSession:
             if self.tap is not None:
                 await self.tap.session_start()
             await self._relay()
+            if self.killed is not None:
+                self.end_reason = self.killed.message
+                await self.send_error(self.killed)
         except GatewayError as exc:
             self.end_reason = exc.message
+            count_failure(self.services.metrics, exc, authenticated=self.identity is not None,
+                          connection=self.guard.conn.name if self.guard else None)
             log.info("event=session_error session=%s user=%s sqlstate=%s error=%r",
                      self.session_id, self.user, exc.sqlstate, exc.message)
             await self.send_error(exc)
@@ -304,6 +244,7 @@ class ClientSession:
                 await self._cleanup()
             if cleanup.cancelled_caught:
                 log.warning("event=cleanup_timeout session=%s", self.session_id)
+            self.ended.set()
 
     def _open_tap(self) -> SessionTap | None:
         recorder = self.services.recorder
@@ -313,7 +254,12 @@ class ClientSession:
         groups = tuple(self.identity.groups) if self.identity else ()
         info = SessionInfo(self.session_id, self.user or "", groups, self.guard.conn.name,
                            self.peer, self.tls, self.started)
-        return SessionTap(recorder, info, self.exchange, self._detectors())
+        tap = SessionTap(recorder, info, self.exchange, self._detectors())
+        if self.link is not None:
+            tap.server_encoding = self.link.parameters.get("server_encoding")
+            tap.follow_encoding(self.link.parameters.get("client_encoding", "UTF8"))
+        tap.records = self.services.metrics.recording_records
+        return tap
 
     def _detectors(self) -> Detectors:
         """What scans this session's statement text and parameters (made once)."""
@@ -340,6 +286,7 @@ class ClientSession:
                 await self.services.credentials.source_for(self.lease.role).release(self.lease)
             except Exception:
                 log.exception("event=lease_release_failed session=%s", self.session_id)
+                self.services.metrics.vault_lease_errors.labels("revoke").inc()
         if self.state == "active":
             if self.tap is not None:
                 await self.tap.session_end(self.end_reason, self.bytes_in, self.bytes_out)
@@ -435,6 +382,7 @@ class ClientSession:
             self.client_framer.feed(data)
 
     def _upstream_params(self, startup: StartupMessage) -> dict[str, str]:
+        check_startup_encoding(startup.params)
         out: dict[str, str] = {}
         for name, value in startup.params.items():
             if name in ("user", "database") or name.startswith("_pq_."):
@@ -459,6 +407,9 @@ class ClientSession:
             raise NotPermitted(f"pgguard: user {self.user!r} has no grant on connection "
                                f"{conn.name!r}")
         self.guard = guard
+        self.activity = Activity(conn.name, self.services.stats, self.services.metrics)
+        if guard.masker is not None:
+            guard.masker.on_masked = lambda rows: count_masked(self.services.metrics, rows)
         params = self._upstream_params(startup)
         source = self.services.credentials.source_for(guard.vault_role)
         self.lease = await source.acquire(conn, guard.vault_role, self.user or "")
@@ -470,6 +421,7 @@ class ClientSession:
             log.warning("event=upstream_login_refused session=%s connection=%s sqlstate=%s",
                         self.session_id, conn.name, exc.fields.get("C"))
             raise
+        self._start_text(self.link.parameters)
         guard.standard_strings = self.link.parameters.get("standard_conforming_strings",
                                                           "on") == "on"
         if guard.observes_results:
@@ -481,6 +433,41 @@ class ClientSession:
         parts.append(codec.ready_for_query("I"))
         return b"".join(parts)
 
+    def _start_text(self, parameters: dict[str, str]) -> None:
+        """Decode statements in the client_encoding PostgreSQL reported at the login
+        (a role's or database's settings may choose it). Raises EncodingRefused."""
+        assert self.link is not None
+        self.text = ClientText(parameters.get("server_encoding", ""))
+        self._follow_encoding(parameters.get("client_encoding", ""))
+
+    def _follow_encoding(self, value: str) -> None:
+        """PostgreSQL reported client_encoding *value*: decode in it from now on, or end
+        the session before anything else is relayed (the backstop behind the policy's
+        refusal of SET: whatever was pipelined behind the change is upstream already).
+
+        Raises:
+            EncodingRefused: pgguard cannot read statements in it.
+        """
+        assert self.text is not None and self.link is not None
+        why = self.text.report(value)
+        if why is not None:
+            log.warning("event=client_encoding_refused session=%s user=%s state=%s "
+                        "encoding=%r", self.session_id, self.user, self.state, value[:64])
+            raise EncodingRefused(f"pgguard: {why}")
+        self.client_framer.encoding = self.link.framer.encoding = self.text.codec
+
+    async def _wait_settled(self) -> None:
+        """Until every statement sent has been answered up to a ReadyForQuery."""
+        assert self.text is not None
+        while not self.text.settled:
+            await self._text_settled.wait()
+
+    def _text_ready(self, mark: int) -> None:
+        assert self.text is not None
+        self.text.ready(mark)
+        event, self._text_settled = self._text_settled, trio.Event()
+        event.set()
+
     # --- relay --------------------------------------------------------------------
 
     async def _relay(self) -> None:
@@ -488,10 +475,11 @@ class ClientSession:
         self.link_io = FastIO(self.link.stream)
         source = self.services.credentials.source_for(self.lease.role)
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._pump_frontend, nursery.cancel_scope)
-                nursery.start_soon(self._pump_backend, nursery.cancel_scope)
-                nursery.start_soon(self._watch_lease, source, nursery.cancel_scope)
+            with self.relay_scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._pump_frontend, nursery.cancel_scope)
+                    nursery.start_soon(self._pump_backend, nursery.cancel_scope)
+                    nursery.start_soon(self._watch_lease, source, nursery.cancel_scope)
         except BaseExceptionGroup as group:
             raise _first_error(group) from None
 
@@ -518,6 +506,10 @@ class ClientSession:
         exchange = self.exchange
         send_upstream = self.send_upstream
         full_binds = observe or self.tap is not None
+        text = self.text
+        assert text is not None
+        activity = self.activity
+        assert activity is not None
         while True:
             out = _Outgoing(framer.buf)
             while (frame := framer.next_frame()) is not None:
@@ -527,14 +519,37 @@ class ClientSession:
                     expect(Phase.READY, k)  # raises ProtocolViolation
                 replacement: bytes | None = None
                 if k == QUERY or k == PARSE or k == FUNCTION_CALL:
+                    unreadable: GatewayError | None = None
+                    raw = b""
+                    if k != FUNCTION_CALL:
+                        # Decode the text as PostgreSQL will read it (wire/clienttext).
+                        ts, te = codec.text_span(kind, framer.buf, start, end)
+                        if not framer.buf[ts:te].isascii():
+                            raw = bytes(framer.buf[ts:te])
+                            judgement, why = text.judge(False)
+                            if judgement is Judgement.WAIT:
+                                if pending := out.take():
+                                    await send_upstream(pending)
+                                await self._wait_settled()
+                                judgement, why = text.judge(False)
+                            if judgement is Judgement.REFUSE:
+                                unreadable = FeatureNotSupported(f"pgguard: {why}")
                     msg = framer.decode(kind, start, end)
-                    if observe and guard.wants_catalog(msg):
-                        # Masking reloads the catalog (after DDL) before planning: what
-                        # came before must reach PostgreSQL and be answered first.
-                        if pending := out.take():
-                            await send_upstream(pending)
-                        await guard.reload_catalog()
-                    verdict = guard.check(msg)
+                    if raw and unreadable is None \
+                            and (why := text.unreadable(raw, text_of(msg))) is not None:
+                        # PostgreSQL rejects the bytes or reads them otherwise: never
+                        # judge such a text.
+                        unreadable = CharacterNotInRepertoire(f"pgguard: {why}")
+                    if unreadable is not None:
+                        verdict = guard.refuse_unreadable(msg, unreadable)
+                    else:
+                        if observe and guard.wants_catalog(msg):
+                            # Masking reloads the catalog (after DDL) before planning:
+                            # what came before must reach PostgreSQL and be answered first.
+                            if pending := out.take():
+                                await send_upstream(pending)
+                            await guard.reload_catalog()
+                        verdict = guard.check(msg)
                     sent = msg
                     if verdict is not None:
                         if verdict.hold:
@@ -550,8 +565,11 @@ class ClientSession:
                     notes: dict = {}
                     effects = guard.note_sent(msg, verdict, notes)
                     exchange.client_sent(sent, notes, effects)
+                    notes[TEXT_MARK] = text.sent(kind_of(sent))
                     if sent is not msg and k == PARSE:
                         exchange.expect_failure()  # the marker fails: skip to Sync
+                    activity.statement(getattr(msg, "sql", None) or "", verdict,
+                                       guard.last_decision)
                     if self.tap is not None:
                         await self.tap.statement(msg, verdict, notes, guard.last_decision)
                 elif k in EXCHANGE_KINDS:
@@ -588,14 +606,26 @@ class ClientSession:
                                 if not full_binds:
                                     msg = framer.decode(kind, start, end)
                                 guard.note_params(msg, notes, self._detectors())
-                            if self.tap is not None:  # parameters for the record
-                                await self.tap.bind(msg)
-                        if observe:
+                        if k == BIND and (encoding_params := guard.encoding_params(
+                                msg.statement)):
+                            # set_config('client_encoding', $n): the value comes now.
+                            if not full_binds:
+                                msg = framer.decode(kind, start, end)
+                            if (why := bound_encoding_refusal(msg, encoding_params,
+                                                              framer.encoding)):
+                                replacement, msg = self._refused_bind(
+                                    msg, FeatureNotSupported(f"pgguard: {why}"))
+                        if k == BIND and self.tap is not None:  # parameters for the record
+                            await self.tap.bind(msg)
+                        if observe and replacement is None:
                             # Masking notes statements and portals; it may add a Describe
                             # before an Execute.
                             replacement = guard.on_frontend(msg, notes,
                                                             bytes(framer.buf[start:end]))
-                        exchange.client_sent(msg, notes)
+                        req = exchange.client_sent(msg, notes)
+                        mark = text.sent(k)
+                        if req is not None:
+                            req.notes[TEXT_MARK] = mark
                 elif k == TERMINATE:
                     out.put(codec.terminate())
                     await send_upstream(out.take())
@@ -616,63 +646,17 @@ class ClientSession:
             framer.feed(data)
 
     async def _hold(self, verdict: Verdict) -> Verdict | None:
-        """Wait for the decision on a held statement while watching the client.
-
-        The client is read meanwhile (its bytes kept, in order, for after the hold): at
-        end of stream or a Terminate the wait is cancelled, which withdraws the request
-        at once, and None is returned (the session ends; nothing held runs).
-
-        Raises:
-            ProtocolViolation: the client sent a malformed frame, or more than a message's
-                limit, while held.
-        """
-        guard = self.guard
-        assert guard is not None
-        framer = self.client_framer
-        peek = Framer(framer.max_size)
-        peek.feed(framer.buf[framer.pos:])
-        if _terminates(peek):
-            # Sent with the held message: the client is gone before anyone could decide.
-            self.end_reason = "client terminated while held"
-            return None
-        early: list[bytes] = []
-        limit = framer.max_size + RECEIVE_SIZE
-        size = 0
-        result: Verdict | None = None
-
-        async def watch(cancel: trio.CancelScope) -> None:
-            nonlocal size
-            while True:
-                data = await self._receive_client()
-                if not data:
-                    self.end_reason = "client disconnected while held"
-                    break
-                early.append(data)
-                size += len(data)
-                if size > limit:
-                    raise ProtocolViolation("pgguard: too much data sent while a statement "
-                                            "is held for approval")
-                peek.feed(data)
-                if _terminates(peek):
-                    self.end_reason = "client terminated while held"
-                    break
-            cancel.cancel()
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(watch, nursery.cancel_scope)
-            result = await guard.wait_for_approval(verdict)
-            nursery.cancel_scope.cancel()
-        if result is None:
-            return None
-        # Extended in place, not fed: the offsets of the frames being handled stay valid.
-        for data in early:
-            framer.buf += data
-        return result
+        """Wait for the decision on a held statement, watching the client (held.py)."""
+        assert self.guard is not None
+        if self.activity is not None:  # shows the session as held meanwhile
+            wait = functools.partial(self.activity.hold, self.guard)
+        else:
+            wait = self.guard.wait_for_approval
+        return await held.wait_watching_client(self, wait, verdict)
 
     def _refused_execute(self, verdict: Verdict) -> bytes:
-        """An Execute refused (denied or not approved): in its place goes a Parse that
-        fails in PostgreSQL's parser, so the error comes in order and what follows up to
-        Sync is skipped, as after a failed Execute."""
+        """A refused Execute's stand-in: a Parse failing in PostgreSQL's parser (the
+        error comes in order; what follows up to Sync is skipped, as after an Execute)."""
         marker, parse = self._refusal(b"E", Parse("", "", ()), verdict)
         notes: dict = {}
         assert self.guard is not None
@@ -696,14 +680,30 @@ class ClientSession:
         exc = verdict.refuse
         assert exc is not None
         self.rewrites.append((marker.encode(), codec.error_response(
-            "ERROR", exc.sqlstate, exc.message, exc.detail, exc.hint)))
+            "ERROR", exc.sqlstate, exc.message, exc.detail, exc.hint,
+            encoding=self.client_framer.encoding)))
         if kind[0] == PARSE:
-            return codec.parse(msg.name, marker), Parse(msg.name, marker, ())
+            return (codec.parse(msg.name, marker, encoding=self.client_framer.encoding),
+                    Parse(msg.name, marker, ()))
         if kind[0] == EXECUTE:
             # Named after the marker: its failure leaves the client's statements alone.
-            return codec.parse(marker, marker), Parse(marker, marker, ())
+            return (codec.parse(marker, marker, encoding=self.client_framer.encoding),
+                    Parse(marker, marker, ()))
         # FunctionCall has no SQL to replace: run the marker as a simple query instead.
         return codec.query(marker), Query(marker)
+
+    def _refused_bind(self, msg: Bind, exc: GatewayError) -> tuple[bytes, Bind]:
+        """Replace a refused Bind with one of a statement that does not exist: PostgreSQL
+        fails it (and skips to Sync) before it touches the portal, and its error is
+        rewritten to *exc* on the way back, as :meth:`_refusal` does for statements."""
+        marker = f"pgguard_refused_{secrets.token_hex(6)}"
+        enc = self.client_framer.encoding
+        self.rewrites.append((marker.encode(), codec.error_response(
+            "ERROR", exc.sqlstate, exc.message, exc.detail, exc.hint, encoding=enc)))
+        log.info("event=statement_refused session=%s user=%s category=encoding reason=%r",
+                 self.session_id, self.user, exc.message)
+        return codec.bind(msg.portal, marker, encoding=enc), Bind(msg.portal, marker, (), (),
+                                                                   ())
 
     async def _pump_backend(self, scope: trio.CancelScope) -> None:
         assert self.link is not None
@@ -714,12 +714,18 @@ class ClientSession:
         assert guard is not None
         observe = guard.observes_results
         exchange = self.exchange
+        activity = self.activity
+        assert activity is not None
         while True:
             buf = framer.buf
             out = _Outgoing(buf)
             while (frame := framer.next_frame()) is not None:
                 kind, start, end = frame
                 k = kind[0]
+                if k == DATA_ROW and not observe:
+                    # Rows nobody reads: the whole run as one slice (_speedups' walk).
+                    out.keep(start, framer.datarow_run(end))
+                    continue
                 replacement: bytes | None = None
                 req = None
                 if k not in UNOWNED_KINDS:
@@ -730,6 +736,11 @@ class ClientSession:
                     else:
                         msg = None
                     req = exchange.server_sent(k, msg)
+                    if k == READY_FOR_QUERY and req is not None \
+                            and (mark := req.notes.get(TEXT_MARK)) is not None:
+                        self._text_ready(mark)
+                    if msg is not None:
+                        activity.backend(k, msg, exchange)
                     if k == ERROR_RESPONSE and self.rewrites:
                         replacement = self._rewritten_error(buf, start, end)
                 elif k == PARAMETER_STATUS:
@@ -748,6 +759,7 @@ class ClientSession:
             data = await link_io.receive(RECEIVE_SIZE)
             if not data:
                 self.end_reason = "database closed the connection"
+                self.services.metrics.upstream_errors.labels(guard.conn.name).inc()
                 scope.cancel()
                 return
             framer.feed(data)
@@ -767,7 +779,11 @@ class ClientSession:
         return None
 
     def _parameter_status(self, msg: ParameterStatus) -> None:
-        if msg.name == "standard_conforming_strings" and self.guard is not None:
+        """Raises EncodingRefused: PostgreSQL reports a client_encoding pgguard cannot
+        read (nothing after it is relayed)."""
+        if msg.name == "client_encoding":
+            self._follow_encoding(msg.value)
+        elif msg.name == "standard_conforming_strings" and self.guard is not None:
             # With it off, backslashes in literals parse differently: policy must know.
             self.guard.standard_strings = msg.value == "on"
 

@@ -18,11 +18,12 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
-from ..sql.nodes import sval
+from ..sql.nodes import NO_ARG, def_boolean, def_elems, def_string, def_values, guc_boolean, sval
 from ..sql.parse import MAX_CACHED_TEXT
 from ..sql.parse import cache_clear as _parse_cache_clear
 from ..sql.parse import cache_info as _parse_cache_info
 from ..sql.parse import parse as _parse
+from ..wire.encodings import refusal as _encoding_refusal
 from .lists import (
     DML_KINDS,
     LOCK_STRENGTH,
@@ -38,7 +39,12 @@ from .lists import (
     function_class,
 )
 from .prepared import resolve_execute
-from .results import Classification, StatementInfo, make_classification
+from .results import (
+    UNKNOWN_EXECUTE_WITH_PARAMS,
+    Classification,
+    StatementInfo,
+    make_classification,
+)
 
 __all__ = ["CACHE_MAX_TEXT", "cache_clear", "cache_info", "classify"]
 
@@ -58,18 +64,26 @@ _REASON_MAX = 200
 class _Facts:
     """Categories and reasons collected while walking one statement."""
 
-    __slots__ = ("found", "executes", "prepares", "deallocates")
+    __slots__ = ("found", "executes", "prepares", "deallocates", "refusal", "encoding_params")
 
     def __init__(self) -> None:
         self.found: dict[str, list[str]] = {}
         self.executes: str | None = None
         self.prepares: str | None = None
         self.deallocates: str | None = None
+        self.refusal: str | None = None
+        self.encoding_params: set[int] = set()
 
     def add(self, category: str, reason: str) -> None:
         reasons = self.found.setdefault(category, [])
         if reason not in reasons:
             reasons.append(reason)
+
+    def refuse(self, reason: str) -> None:
+        """No grant may run the statement (the first reason is kept)."""
+        if self.refusal is None:
+            self.refusal = reason
+
 
 def _setting_value(node: Any) -> str | None:
     """A constant setting value as text (strings, integers, booleans), else None."""
@@ -86,19 +100,93 @@ def _setting_value(node: Any) -> str | None:
     return None
 
 
-_TRUE_WORDS = frozenset({"on", "true", "yes", "1", "t", "y"})
+#: ``values`` of a change that restores the setting's reset value (``SET … TO DEFAULT``,
+#: ``RESET``, ``SET … FROM CURRENT``, a NULL value to set_config()).
+RESTORES = None
 
 
-def _setting_change(name: str, value: str | None, how: str, facts: _Facts) -> bool:
-    """Record a change of a listed setting; return True when it was one."""
+def _setting_change(name: str, values: list[str | None] | None, how: str,
+                    facts: _Facts) -> bool:
+    """Record a change of a listed setting; return True when it was one.
+
+    Args:
+        name: the setting, as written (PostgreSQL looks settings up case-insensitively).
+        values: the new value's parts as text, None for a part pgguard cannot read;
+            :data:`RESTORES` for a change back to the reset value.
+        how: the statement form, for the reason (``SET``, ``set_config()``).
+    """
     name = name.lower()
+    if name == "client_encoding":
+        _encoding_change(values, how, facts)
+        return False
     if name in PRIVILEGED_SETTINGS:
         facts.add("privileged", f"{how} changes {name}")
         return True
-    if name in PARSER_SETTINGS and (value is None or value.lower() not in _TRUE_WORDS):
-        facts.add("privileged", f"{how} may turn off {name}, which changes how statements parse")
-        return True
+    if name in PARSER_SETTINGS:
+        # On only when PostgreSQL's parse_bool reads the one value as true; a reset may
+        # restore a server default that is off.
+        if values is RESTORES or len(values) != 1 or values[0] is None \
+                or guc_boolean(values[0]) is not True:
+            facts.add("privileged",
+                      f"{how} may turn off {name}, which changes how statements parse")
+            return True
     return False
+
+
+def _encoding_change(values: list[str | None] | None, how: str, facts: _Facts) -> None:
+    """Refuse a client_encoding pgguard cannot read statements in.
+
+    A change back to the reset value is allowed: that value is the one the session
+    started with (the startup packet's, or the role's or database's default), which the
+    gateway checked before the session began (see docs/policy.md).
+    """
+    if values is RESTORES:
+        return
+    for value in values or [None]:
+        if value is None:
+            facts.refuse(f"{how} sets client_encoding to a value pgguard cannot read; "
+                         "only an ASCII-safe encoding such as UTF8 may be set")
+            return
+        why = _encoding_refusal(value)
+        if why is not None:
+            facts.refuse(f"{how}: {why}")
+            return
+
+
+#: set_config(setting_name text, new_value text, is_local boolean): its parameter names,
+#: for calls in named notation.
+_SET_CONFIG_PARAMS = ("setting_name", "new_value", "is_local")
+
+
+def _call_args(args: Any, params: tuple[str, ...]) -> dict[str, Any] | None:
+    """A call's arguments by parameter name, positional and named notation alike (None
+    when a name is not one of *params* or is given twice: PostgreSQL finds no function)."""
+    out: dict[str, Any] = {}
+    for i, arg in enumerate(args or ()):
+        named = arg.get("NamedArgExpr") if isinstance(arg, dict) else None
+        if named is not None:
+            key = (named.get("name") or "").lower()
+            arg = named.get("arg")
+        elif i < len(params):
+            key = params[i]
+        else:
+            return None
+        if key not in params or key in out:
+            return None
+        out[key] = arg
+    return out
+
+
+def _is_null(n: Any) -> bool:
+    const = n.get("A_Const") if isinstance(n, dict) else None
+    return isinstance(const, dict) and bool(const.get("isnull"))
+
+
+def _set_values(stmt: dict[str, Any]) -> list[str | None] | None:
+    """The values a ``VariableSetStmt`` sets, or RESTORES (DEFAULT, RESET, FROM CURRENT)."""
+    if stmt.get("kind") != "VAR_SET_VALUE":
+        return RESTORES
+    return [_setting_value(a) for a in stmt.get("args") or ()]
 
 
 def _check_funccall(fc: dict[str, Any], facts: _Facts) -> None:
@@ -115,12 +203,27 @@ def _check_funccall(fc: dict[str, Any], facts: _Facts) -> None:
         return
     args = fc.get("args") or ()
     if name == "set_config":
-        setting = sval(args[0]) if args else None
+        byname = _call_args(args, _SET_CONFIG_PARAMS) or {}
+        setting = sval(byname.get("setting_name"))
         if setting is None:
             facts.add("privileged", "calls set_config() with a setting name pgguard cannot read")
+            # It may name client_encoding.
+            facts.refuse("set_config() with a setting name pgguard cannot read may change "
+                         "client_encoding")
         else:
-            value = _setting_value(args[1]) if len(args) > 1 else None
-            _setting_change(setting, value, "set_config()", facts)
+            value = byname.get("new_value")
+            param = value.get("ParamRef") if isinstance(value, dict) else None
+            if setting.lower() == "client_encoding" and param is not None \
+                    and isinstance(param.get("number"), int):
+                # psycopg's set_client_encoding(): the value comes with Bind, where the
+                # session checks it (StatementInfo.encoding_params).
+                facts.encoding_params.add(param["number"])
+                return
+            if _is_null(value):
+                values = RESTORES  # a NULL value resets the setting
+            else:
+                values = [_setting_value(value)]
+            _setting_change(setting, values, "set_config()", facts)
     elif name == "ts_rewrite" and len(args) == 2:
         facts.add("privileged", "calls ts_rewrite() with a SQL query text")
 
@@ -181,14 +284,13 @@ def _walk(root: Any, facts: _Facts, dml: bool = True) -> None:
                     # CREATE FUNCTION ... SET role = x, ALTER ROLE/DATABASE ... SET ...
                     name = value.get("name")
                     if name:
-                        args = value.get("args") or ()
-                        _setting_change(name, _setting_value(args[0]) if args else None,
-                                        "a SET clause", facts)
+                        _setting_change(name, _set_values(value), "a SET clause", facts)
                     push(value)
                 else:
                     if dml:
                         if what == _T_DML:
                             facts.add("write", f"{DML_KINDS[key]} modifies data")
+                            _check_settings_view(key, value, facts)
                         elif what == _T_LOCK:
                             strength = LOCK_STRENGTH.get(value.get("strength", ""),
                                                           "FOR UPDATE")
@@ -196,6 +298,19 @@ def _walk(root: Any, facts: _Facts, dml: bool = True) -> None:
                         elif "intoClause" in value:  # _T_SELECT
                             facts.add("ddl", "SELECT INTO creates a table")
                     push(value)
+
+
+def _check_settings_view(key: str, stmt: dict[str, Any], facts: _Facts) -> None:
+    """``UPDATE pg_settings SET setting = … WHERE name = …`` calls set_config() (a rule
+    of the view) for every row it updates: any setting, client_encoding and role among
+    them. Matched on the relation name alone, in any schema and case: fail closed."""
+    if key not in ("UpdateStmt", "MergeStmt"):
+        return
+    rel = stmt.get("relation") or {}
+    if (rel.get("relname") or "").lower() == "pg_settings":
+        facts.add("privileged", f"{DML_KINDS[key]} of pg_settings changes settings")
+        facts.refuse(f"{DML_KINDS[key]} of pg_settings changes settings (client_encoding, "
+                     "role …) in ways pgguard cannot check; use SET")
 
 
 # ---------------------------------------------------------------------------------------
@@ -212,13 +327,15 @@ def _object(objtype: str | None) -> str:
 
 
 def _explain_analyzes(options: list[Any]) -> bool:
-    for opt in options or ():
-        de = opt.get("DefElem") if isinstance(opt, dict) else None
-        if de and de.get("defname", "").lower() == "analyze":
-            value = _setting_value(de.get("arg")) if "arg" in de else None
-            # ANALYZE with no value, or any value other than a clear "off", executes.
-            return value is None or value.lower() not in ("false", "off", "0", "no", "n", "f")
-    return False
+    """Whether EXPLAIN runs its statement, as ``ExplainQuery`` decides: every option is
+    read in order and the last ``analyze`` wins (``EXPLAIN (ANALYZE false, ANALYZE true)``
+    runs it), with ``defGetBoolean``'s values. A value PostgreSQL rejects stops the
+    statement; it counts as running anyway. The name is compared case-folded, which only
+    adds ``"ANALYZE"`` (an error to PostgreSQL)."""
+    values = [arg for name, arg in def_elems(options) if name.lower() == "analyze"]
+    if not values:
+        return False
+    return any(def_boolean(v) is None for v in values) or def_boolean(values[-1]) is True
 
 
 def _relpersistence_prefix(rel: Any) -> str:
@@ -231,22 +348,25 @@ def _relpersistence_prefix(rel: Any) -> str:
     return ""
 
 
-def _sql_function_body(node: dict[str, Any]) -> str | None:
-    """The body of a LANGUAGE sql function given as a string, else None."""
-    language = None
-    body = None
-    for opt in node.get("options") or ():
-        de = opt.get("DefElem") if isinstance(opt, dict) else None
-        if not de:
-            continue
-        if de.get("defname") == "language":
-            language = (sval(de.get("arg")) or "").lower()
-        elif de.get("defname") == "as":
-            arg = de.get("arg")
-            items = arg.get("List", {}).get("items") if isinstance(arg, dict) else None
-            if items:
-                body = sval(items[0])
-    return body if language == "sql" else None
+def _sql_function_bodies(node: dict[str, Any]) -> list[str]:
+    """The string bodies of a function that may be LANGUAGE sql, else [].
+
+    PostgreSQL rejects a repeated LANGUAGE or AS; read every one anyway, and take the
+    function for SQL when any LANGUAGE names sql in any case (PostgreSQL matches the
+    name exactly) or none is given (an error unless the body is BEGIN ATOMIC).
+    """
+    options = node.get("options") or ()
+    languages = [(def_string(a) or "").lower() for a in def_values(options, "language")]
+    if languages and "sql" not in languages:
+        return []
+    bodies: list[str] = []
+    for arg in def_values(options, "as"):
+        items = arg.get("List", {}).get("items") if isinstance(arg, dict) else None
+        for item in items or ():
+            text = sval(item)
+            if text is not None:
+                bodies.append(text)
+    return bodies
 
 
 def _statement(node_type: str, node: dict[str, Any], facts: _Facts) -> str:
@@ -297,14 +417,15 @@ def _statement(node_type: str, node: dict[str, Any], facts: _Facts) -> str:
         query = node.get("query") or {}
         if "ExecuteStmt" in query:
             facts.executes = query["ExecuteStmt"].get("name")
+            if query["ExecuteStmt"].get("params"):
+                facts.refuse(UNKNOWN_EXECUTE_WITH_PARAMS)  # as for EXECUTE itself
         _walk(query, facts)
         return kind
     if node_type == "CreateFunctionStmt":
         kind = "CREATE PROCEDURE" if node.get("is_procedure") else "CREATE FUNCTION"
         facts.add("ddl", "creates a routine")
         _walk(node, facts)  # BEGIN ATOMIC bodies are parsed into the tree
-        body = _sql_function_body(node)
-        if body:
+        for body in _sql_function_bodies(node):
             # A body that does not parse adds nothing: the server will reject it.
             _walk([st.node for st in _parse(body).statements], facts)
         return kind
@@ -347,6 +468,11 @@ def _statement(node_type: str, node: dict[str, Any], facts: _Facts) -> str:
     if node_type == "ExecuteStmt":
         facts.executes = node.get("name")
         _walk(node.get("params"), facts)
+        if node.get("params"):
+            # A statement prepared with Parse (not in the session's map) may be
+            # set_config('client_encoding', $1, ...): its parameters come from here, where
+            # the session does not look. resolve_execute() lifts this for a known body.
+            facts.refuse(UNKNOWN_EXECUTE_WITH_PARAMS)
         return "EXECUTE"
     if node_type == "DeclareCursorStmt":
         facts.add("read", "declares a cursor")
@@ -395,6 +521,14 @@ def _copy(node: dict[str, Any], facts: _Facts) -> str:
     else:
         facts.add("read", "COPY TO STDOUT reads data")
         kind = "COPY TO STDOUT"
+    # COPY … ENCODING converts the data to that encoding: one that is not ASCII-safe lets
+    # a multibyte character hide a delimiter or a backslash from the gateway (masking
+    # splits COPY rows on bytes). PostgreSQL rejects a repeated option; read all.
+    for arg in def_values(node.get("options"), "encoding"):
+        text = def_string(arg) if arg is not NO_ARG else None
+        why = _encoding_refusal(text) if text is not None else "a value pgguard cannot read"
+        if why is not None:
+            facts.refuse(f"COPY ENCODING: {why.replace('client_encoding ', '', 1)}")
     _walk(node, facts)  # COPY (DELETE ... RETURNING *) TO STDOUT deletes
     return kind
 
@@ -413,9 +547,7 @@ def _variable_set(node: dict[str, Any], facts: _Facts) -> str:
         # no bypass, since every statement that then writes is classified on its own.
         facts.add("txn", "sets transaction characteristics")
         return f"SET {name.upper()}" if name else "SET TRANSACTION"
-    args = node.get("args") or ()
-    value = _setting_value(args[0]) if (how == "VAR_SET_VALUE" and args) else None
-    if _setting_change(lname, value, verb, facts):
+    if _setting_change(lname, _set_values(node), verb, facts):
         if lname in PRIVILEGED_SETTINGS:
             return f"{verb} {lname.replace('_', ' ').upper()}"
         return f"{verb} {lname}"
@@ -428,7 +560,18 @@ def _variable_set(node: dict[str, Any], facts: _Facts) -> str:
 # ---------------------------------------------------------------------------------------
 
 
-def _finish(facts: _Facts, kind: str, text: str) -> StatementInfo:
+#: Statements whose parameters come with the Bind of the same execution, so the session
+#: can check a client_encoding given as one (anywhere else, a function's or a PREPARE's
+#: parameter, it cannot).
+_BOUND_PARAMS = frozenset({"SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt",
+                           "MergeStmt"})
+
+
+def _finish(facts: _Facts, kind: str, text: str, node_type: str = "") -> StatementInfo:
+    if facts.encoding_params and node_type not in _BOUND_PARAMS:
+        facts.refuse("set_config() sets client_encoding from a parameter pgguard cannot "
+                     "check here; set a literal ASCII-safe encoding such as UTF8")
+        facts.encoding_params.clear()
     if not facts.found and facts.executes is None:
         facts.add("unknown", f"pgguard cannot classify {kind} statements")
     categories = set(facts.found)
@@ -449,7 +592,8 @@ def _finish(facts: _Facts, kind: str, text: str) -> StatementInfo:
     return StatementInfo(category=category, kind=kind, reason=reason, text=text,
                          categories=frozenset(categories), executes=facts.executes,
                          prepares=facts.prepares, deallocates=facts.deallocates,
-                         reasons=pairs)
+                         reasons=pairs, refusal=facts.refusal,
+                         encoding_params=tuple(sorted(facts.encoding_params)))
 
 
 def _unparseable(sql: str, message: str) -> Classification:
@@ -472,6 +616,7 @@ def _classify_uncached(sql: str) -> Classification:
     infos = []
     for stmt in parsed.statements:
         facts = _Facts()
+        node_type = ""
         try:
             node_type, node = next(iter(stmt.node.items()))
             kind = _statement(node_type, node, facts)
@@ -479,7 +624,7 @@ def _classify_uncached(sql: str) -> Classification:
             facts = _Facts()
             facts.add("unknown", f"pgguard cannot classify this statement ({type(exc).__name__})")
             kind = "UNKNOWN"
-        infos.append(_finish(facts, kind, stmt.text))
+        infos.append(_finish(facts, kind, stmt.text, node_type))
     return make_classification(tuple(infos))
 
 

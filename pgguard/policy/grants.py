@@ -102,6 +102,10 @@ class Policy:
                             f"no grant on {self.connection.name} matches your groups", st)
         if not cls.statements:
             return Decision("allow", cls.category, "", "empty query", None)
+        for st in cls.statements:
+            if st.refusal is not None:
+                # No grant runs it: see StatementInfo.refusal.
+                return Decision("deny", st.category, st.kind, st.refusal, st)
         best: tuple[int, str, StatementInfo] | None = None
         for st in cls.statements:
             for category in sorted(st.categories, key=lambda c: -SEVERITY[c]):
@@ -148,8 +152,12 @@ def deny_message(decision: Decision, connection: str) -> str:
 
     Returns:
         ``pgguard: ddl statement DROP TABLE is not allowed for your groups on appdb`` or
-        ``pgguard: ddl statement ALTER TABLE requires approval``.
+        ``pgguard: ddl statement ALTER TABLE requires approval``; for a statement no grant
+        may run, ``pgguard: `` and its ``refusal``.
     """
+    st = decision.statement
+    if decision.action == "deny" and st is not None and st.refusal is not None:
+        return f"pgguard: {st.refusal}"
     what = f"{decision.category} statement {decision.kind}".rstrip()
     if decision.action == "review":
         return f"pgguard: {what} requires approval"

@@ -6,7 +6,12 @@ from __future__ import annotations
 from collections.abc import Mapping, MutableMapping
 
 from .lists import SEVERITY
-from .results import Classification, StatementInfo, make_classification
+from .results import (
+    UNKNOWN_EXECUTE_WITH_PARAMS,
+    Classification,
+    StatementInfo,
+    make_classification,
+)
 
 __all__ = ["remember_prepared", "resolve_execute"]
 
@@ -39,9 +44,13 @@ def resolve_execute(cls: Classification, prepared: Mapping[str, Classification]
         for b in body.statements:
             pairs += tuple((c, f"executes prepared statement {st.executes}: {r}")
                            for c, r in b.reasons)
+        # The body is known: what it sets, it sets from a literal (refused at PREPARE).
+        own = None if st.refusal == UNKNOWN_EXECUTE_WITH_PARAMS else st.refusal
+        refusal = own or next((b.refusal for b in body.statements if b.refusal), None)
         statements.append(StatementInfo(
             category=category, kind=st.kind, reason=reason, text=st.text,
-            categories=frozenset(categories), executes=st.executes, reasons=pairs))
+            categories=frozenset(categories), executes=st.executes, reasons=pairs,
+            refusal=refusal))
     return make_classification(tuple(statements))
 
 

@@ -7,7 +7,13 @@ from dataclasses import dataclass
 
 from .lists import SEVERITY
 
-__all__ = ["Classification", "StatementInfo", "make_classification"]
+__all__ = ["UNKNOWN_EXECUTE_WITH_PARAMS", "Classification", "StatementInfo",
+           "make_classification"]
+
+#: The refusal of ``EXECUTE name(args)`` while *name* is not a known SQL-level PREPARE:
+#: a statement prepared with Parse may be ``set_config('client_encoding', $1, …)``.
+UNKNOWN_EXECUTE_WITH_PARAMS = ("EXECUTE with parameters of a prepared statement pgguard "
+                               "does not know: it may set client_encoding")
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +27,12 @@ class StatementInfo:
     ``prepares`` names the one a ``PREPARE`` defines (its body is this statement's
     classification). ``deallocates`` is the name a ``DEALLOCATE`` drops, ``"*"`` for
     ``DEALLOCATE ALL`` / ``DISCARD ALL``. ``reasons`` pairs each category with why.
+    ``refusal`` says why no grant may run the statement at all (it would make the gateway
+    and PostgreSQL read later statements differently: ``SET client_encoding TO SJIS``);
+    ``Policy.decide`` denies it whatever the grants. ``encoding_params`` are the numbers
+    of the parameters (``$n``, 1-based) whose Bind values set client_encoding
+    (``set_config('client_encoding', $1, false)``, as psycopg sends it): the session must
+    refuse the execution when ``pgguard.wire.encodings.refusal(value)`` is not None.
     """
 
     category: str
@@ -32,6 +44,8 @@ class StatementInfo:
     prepares: str | None = None
     deallocates: str | None = None
     reasons: tuple[tuple[str, str], ...] = ()
+    refusal: str | None = None
+    encoding_params: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

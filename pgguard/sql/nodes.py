@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["alias", "name", "names", "node", "sval"]
+__all__ = [
+    "NO_ARG", "alias", "def_boolean", "def_elems", "def_last", "def_repeated", "def_string",
+    "def_values", "guc_boolean", "name", "names", "node", "sval",
+]
 
 
 def node(n: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -48,3 +51,128 @@ def alias(a: dict[str, Any] | None) -> tuple[str | None, list[str]]:
     if not a:
         return None, []
     return a.get("aliasname"), [name(c) for c in a.get("colnames", [])]
+
+
+# ---------------------------------------------------------------------------------------
+# DefElem option lists, read as PostgreSQL reads them
+# ---------------------------------------------------------------------------------------
+#
+# PostgreSQL walks an option list (``EXPLAIN (…)``, ``COPY … WITH (…)``, ``VACUUM (…)``,
+# ``BEGIN`` modes, ``CREATE FUNCTION`` attributes) from first to last and compares each
+# ``defname`` with strcmp: names are case-sensitive (the grammar folds unquoted ones, a
+# quoted ``"ANALYZE"`` is an unknown option). Where a command accepts a repeat, the last
+# occurrence wins (EXPLAIN, BEGIN/SET TRANSACTION); where it does not (COPY, VACUUM,
+# CREATE FUNCTION), the repeat is "conflicting or redundant options" and the statement
+# never runs. Callers that cannot tell which applies read every occurrence.
+
+#: A DefElem given with no value (``EXPLAIN (ANALYZE)``, ``COPY … (HEADER)``).
+NO_ARG: Any = None
+
+
+def def_elems(items: Any) -> list[tuple[str, Any]]:
+    """(defname, arg node or :data:`NO_ARG`) of each ``DefElem`` of an option list, in order.
+
+    Raises:
+        ValueError: an item is not a ``DefElem`` (a tree shape the caller must not guess at).
+    """
+    out: list[tuple[str, Any]] = []
+    for item in items or ():
+        de = item.get("DefElem") if isinstance(item, dict) else None
+        if not isinstance(de, dict):
+            raise ValueError("option list holds a node that is not a DefElem")
+        out.append((de.get("defname", ""), de.get("arg")))
+    return out
+
+
+def def_values(items: Any, defname: str) -> list[Any]:
+    """Every arg given for *defname*, in order ([] when absent; NO_ARG for a bare name)."""
+    return [arg for name, arg in def_elems(items) if name == defname]
+
+
+def def_last(items: Any, defname: str) -> tuple[bool, Any]:
+    """(given, arg) of the last occurrence of *defname*: the one PostgreSQL keeps where a
+    command accepts repeats."""
+    values = def_values(items, defname)
+    return (True, values[-1]) if values else (False, NO_ARG)
+
+
+def def_repeated(items: Any) -> frozenset[str]:
+    """The defnames given more than once (an error for COPY, VACUUM, CREATE FUNCTION …)."""
+    seen: set[str] = set()
+    repeated: set[str] = set()
+    for name, _ in def_elems(items):
+        (repeated if name in seen else seen).add(name)
+    return frozenset(repeated)
+
+
+def def_string(arg: Any) -> str | None:
+    """The text of an option value as PostgreSQL's ``defGetString``: strings as they are,
+    integers and floats as written, booleans as ``true``/``false``, ``*`` for ``A_Star``
+    and a list of names joined by dots (``NameListToString``); None for no value and for
+    any other node (type names: the caller decides)."""
+    if not isinstance(arg, dict) or len(arg) != 1:
+        return None
+    (kind, body), = arg.items()
+    if kind == "A_Star":
+        return "*"
+    if kind == "List":
+        parts = [def_string(item) if "A_Star" in item else sval(item)
+                 for item in body.get("items") or ()]
+        return None if any(p is None for p in parts) else ".".join(parts)  # type: ignore[arg-type]
+    if kind == "A_Const":  # a constant that went through the expression grammar
+        (kind, body), = ((k, v) for k, v in body.items() if k != "location")
+    if kind in ("String", "sval"):
+        return body.get("sval", "")
+    if kind in ("Integer", "ival"):
+        return str(body.get("ival", 0))
+    if kind in ("Float", "fval"):
+        return body.get("fval", "0")
+    if kind in ("Boolean", "boolval"):
+        return "true" if body.get("boolval", False) else "false"
+    return None
+
+
+def def_boolean(arg: Any) -> bool | None:
+    """An option value as PostgreSQL's ``defGetBoolean``: no value is true; the integers 0
+    and 1; the strings ``true``/``false``/``on``/``off`` in any case. None for anything
+    else, which PostgreSQL rejects (``yes``, ``2``, ``1.0``): the statement never runs."""
+    if arg is NO_ARG:
+        return True
+    if isinstance(arg, dict) and ("Integer" in arg or _const_kind(arg) == "ival"):
+        text = def_string(arg)
+        return {"0": False, "1": True}.get(text or "")
+    text = def_string(arg)
+    if text is None:
+        return None
+    return {"true": True, "false": False, "on": True, "off": False}.get(text.lower())
+
+
+def _const_kind(arg: dict[str, Any]) -> str | None:
+    const = arg.get("A_Const")
+    if not isinstance(const, dict):
+        return None
+    kinds = [k for k in const if k != "location"]
+    return kinds[0] if len(kinds) == 1 else None
+
+
+def guc_boolean(text: str) -> bool | None:
+    """A setting's text as PostgreSQL's ``parse_bool`` reads a boolean GUC: ``on``/``off``,
+    ``true``/``false``, ``yes``/``no``, ``1``/``0``, and unique prefixes of the words
+    (``t``, ``tr``, ``f``, ``y``, ``n``; ``on`` and ``of`` need two letters), in any case;
+    no whitespace. None for anything else (PostgreSQL rejects it)."""
+    value = text.lower()
+    if not value:
+        return None
+    if value == "1":
+        return True
+    if value == "0":
+        return False
+    for word, result in (("true", True), ("false", False), ("yes", True), ("no", False)):
+        if word.startswith(value):
+            return result
+    if len(value) >= 2:
+        if "on".startswith(value):
+            return True
+        if "off".startswith(value):
+            return False
+    return None

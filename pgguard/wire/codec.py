@@ -2,10 +2,19 @@
 
 Pure functions over bytes. Decoders take the buffer and offsets so the caller never has
 to copy a body it only wants to forward; every malformed body raises ProtocolViolation.
+
+Strings are decoded in the session's client encoding as a Python codec name
+(``pgguard.wire.encodings.python_codec`` of the ``client_encoding`` PostgreSQL reports;
+UTF-8 until then), with ``surrogateescape``: a byte that is invalid in the encoding
+becomes a lone surrogate U+DC80..U+DCFF, so the text always re-encodes to the very bytes
+that came in and :func:`escaped` tells that it did not decode (no Python codec produces
+such a surrogate from valid input). Callers never judge such a text: PostgreSQL rejects it
+or, worse, reads it otherwise.
 """
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Iterable
 
@@ -59,15 +68,34 @@ HEADER = struct.Struct("!cI")
 FIELD = struct.Struct("!IhIhih")
 
 
+UTF8 = "utf-8"
+_ESCAPED = re.compile("[\udc80-\udcff]")
+
+
+def escaped(text: str) -> bool:
+    """True when *text* holds bytes its decoding could not read (``surrogateescape``)."""
+    return _ESCAPED.search(text) is not None
+
+
+def encode_text(text: str, encoding: str = UTF8) -> bytes:
+    """*text* in *encoding*: the original bytes of a decoded string, and ``?`` for what
+    *encoding* cannot represent (pgguard's own messages to a client in LATIN9, say)."""
+    try:
+        return text.encode(encoding, "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode(encoding, "replace")
+
+
 class _Reader:
     """Cursor over one message body; every read checks bounds."""
 
-    __slots__ = ("buf", "pos", "end")
+    __slots__ = ("buf", "pos", "end", "encoding")
 
-    def __init__(self, buf: bytes | bytearray, start: int, end: int):
+    def __init__(self, buf: bytes | bytearray, start: int, end: int, encoding: str = UTF8):
         self.buf = buf
         self.pos = start
         self.end = end
+        self.encoding = encoding
 
     def _need(self, n: int) -> None:
         if n < 0 or self.pos + n > self.end:
@@ -115,10 +143,7 @@ class _Reader:
             raise ProtocolError("unterminated string")
         raw = bytes(self.buf[self.pos:idx])
         self.pos = idx + 1
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return raw.decode("utf-8", "surrogateescape")
+        return raw.decode(self.encoding, "surrogateescape")
 
     def rest(self) -> bytes:
         v = bytes(self.buf[self.pos:self.end])
@@ -378,38 +403,51 @@ BACKEND_DECODERS = {
 
 
 def decode(kind: bytes, buf: bytes | bytearray | memoryview, start: int, end: int,
-           decoders: dict) -> Message:
-    """Decode the message whose header starts at *start* and which ends at *end*."""
+           decoders: dict, encoding: str = UTF8) -> Message:
+    """Decode the message whose header starts at *start* and which ends at *end*, its
+    strings in the Python codec *encoding*."""
     fn = decoders.get(kind)
     if fn is None:
         return Raw(kind, bytes(buf[start + 5:end]))
-    return fn(_Reader(buf, start + 5, end))
+    return fn(_Reader(buf, start + 5, end, encoding))
 
 
-def decode_frontend(kind: bytes, buf, start: int, end: int) -> Message:
-    return decode(kind, buf, start, end, FRONTEND_DECODERS)
+def decode_frontend(kind: bytes, buf, start: int, end: int, encoding: str = UTF8) -> Message:
+    return decode(kind, buf, start, end, FRONTEND_DECODERS, encoding)
 
 
-def decode_backend(kind: bytes, buf, start: int, end: int) -> Message:
-    return decode(kind, buf, start, end, BACKEND_DECODERS)
+def decode_backend(kind: bytes, buf, start: int, end: int, encoding: str = UTF8) -> Message:
+    return decode(kind, buf, start, end, BACKEND_DECODERS, encoding)
 
 
-def bind_names(buf, start: int, end: int) -> Bind:
+def text_span(kind: bytes, buf, start: int, end: int) -> tuple[int, int]:
+    """The offsets of the strings of the Query or Parse at *start*: the statement text,
+    and for a Parse its name before it (not the parameter type OIDs after). A malformed
+    message gives its whole body (its decoding raises)."""
+    if kind == b"P":
+        first = buf.find(b"\0", start + 5, end)
+        second = buf.find(b"\0", first + 1, end) if first >= 0 else -1
+        if second >= 0:
+            return start + 5, second
+    return start + 5, max(start + 5, end - 1)
+
+
+def bind_names(buf, start: int, end: int, encoding: str = UTF8) -> Bind:
     """The portal and statement names of the Bind at *start*, without its parameters
     (what the protocol state needs when nobody reads the values).
 
     Raises:
         ProtocolError: the names are not terminated inside the message.
     """
-    r = _Reader(buf, start + 5, end)
+    r = _Reader(buf, start + 5, end, encoding)
     portal = r.cstring()
     return Bind(portal, r.cstring(), (), (), ())
 
 
 # --- encoders ---------------------------------------------------------------------------
 
-def _cstr(s: str) -> bytes:
-    b = s.encode("utf-8", "surrogateescape")
+def _cstr(s: str, encoding: str = UTF8) -> bytes:
+    b = encode_text(s, encoding)
     if b"\0" in b:
         raise ValueError("string contains NUL")
     return b + b"\0"
@@ -434,8 +472,9 @@ def encode_startup(msg: StartupPacket) -> bytes:
     return startup_packet(msg.version, body)
 
 
-def _field_bytes(fields: dict[str, str]) -> bytes:
-    return b"".join(k.encode() + _cstr(v.replace("\0", "")) for k, v in fields.items()) + b"\0"
+def _field_bytes(fields: dict[str, str], encoding: str = UTF8) -> bytes:
+    return b"".join(k.encode() + _cstr(v.replace("\0", ""), encoding)
+                    for k, v in fields.items()) + b"\0"
 
 
 def error_fields(severity: str, sqlstate: str, text: str, detail: str | None = None,
@@ -449,17 +488,21 @@ def error_fields(severity: str, sqlstate: str, text: str, detail: str | None = N
 
 
 def error_response(severity: str, sqlstate: str, text: str, detail: str | None = None,
-                   hint: str | None = None) -> bytes:
-    return message(b"E", _field_bytes(error_fields(severity, sqlstate, text, detail, hint)))
+                   hint: str | None = None, encoding: str = UTF8) -> bytes:
+    return message(b"E", _field_bytes(error_fields(severity, sqlstate, text, detail, hint),
+                                      encoding))
 
 
 def notice_response(text: str, severity: str = "NOTICE", sqlstate: str = "00000",
-                    detail: str | None = None) -> bytes:
-    return message(b"N", _field_bytes(error_fields(severity, sqlstate, text, detail)))
+                    detail: str | None = None, encoding: str = UTF8) -> bytes:
+    return message(b"N", _field_bytes(error_fields(severity, sqlstate, text, detail),
+                                      encoding))
 
 
-def encode_fields(kind: bytes, fields: dict[str, str]) -> bytes:
-    return message(kind, _field_bytes(fields))
+def encode_fields(kind: bytes, fields: dict[str, str], encoding: str = UTF8) -> bytes:
+    """An ErrorResponse or NoticeResponse of *fields*, in *encoding* (the one they were
+    decoded in, when they are PostgreSQL's)."""
+    return message(kind, _field_bytes(fields, encoding))
 
 
 def authentication(code: int, data: bytes = b"") -> bytes:
@@ -518,22 +561,23 @@ def negotiate_protocol_version(newest_minor: int, unrecognized: Iterable[str]) -
                    + b"".join(_cstr(o) for o in opts))
 
 
-def query(sql: str) -> bytes:
-    return message(b"Q", _cstr(sql))
+def query(sql: str, encoding: str = UTF8) -> bytes:
+    return message(b"Q", _cstr(sql, encoding))
 
 
-def parse(name: str, sql: str, param_types: Iterable[int] = ()) -> bytes:
+def parse(name: str, sql: str, param_types: Iterable[int] = (), encoding: str = UTF8) -> bytes:
     types = list(param_types)
-    return message(b"P", _cstr(name) + _cstr(sql) + I16.pack(len(types))
+    return message(b"P", _cstr(name, encoding) + _cstr(sql, encoding) + I16.pack(len(types))
                    + b"".join(U32.pack(t) for t in types))
 
 
 def bind(portal: str, statement: str, params: Iterable[bytes | None] = (),
-         param_formats: Iterable[int] = (), result_formats: Iterable[int] = ()) -> bytes:
+         param_formats: Iterable[int] = (), result_formats: Iterable[int] = (),
+         encoding: str = UTF8) -> bytes:
     pf = list(param_formats)
     ps = list(params)
     rf = list(result_formats)
-    body = [_cstr(portal), _cstr(statement), I16.pack(len(pf))]
+    body = [_cstr(portal, encoding), _cstr(statement, encoding), I16.pack(len(pf))]
     body += [I16.pack(f) for f in pf]
     body.append(I16.pack(len(ps)))
     for p in ps:
@@ -543,16 +587,16 @@ def bind(portal: str, statement: str, params: Iterable[bytes | None] = (),
     return message(b"B", b"".join(body))
 
 
-def describe(target: str, name: str) -> bytes:
-    return message(b"D", target.encode() + _cstr(name))
+def describe(target: str, name: str, encoding: str = UTF8) -> bytes:
+    return message(b"D", target.encode() + _cstr(name, encoding))
 
 
-def execute(portal: str, max_rows: int = 0) -> bytes:
-    return message(b"E", _cstr(portal) + I32.pack(max_rows))
+def execute(portal: str, max_rows: int = 0, encoding: str = UTF8) -> bytes:
+    return message(b"E", _cstr(portal, encoding) + I32.pack(max_rows))
 
 
-def close(target: str, name: str) -> bytes:
-    return message(b"C", target.encode() + _cstr(name))
+def close(target: str, name: str, encoding: str = UTF8) -> bytes:
+    return message(b"C", target.encode() + _cstr(name, encoding))
 
 
 def sync() -> bytes:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import struct
 from typing import Final
 
+from .. import _speedups
 from ..errors import ProtocolViolation
 from .codec import (
     ProtocolError,
@@ -30,9 +31,14 @@ class NeedData:
 
 NEED_DATA: Final = NeedData()
 
-_HEADER = struct.Struct("!cI")
 _U32 = struct.Struct("!I")
 DEFAULT_MAX_SIZE = 64 * 1024 * 1024
+
+# The header walk, compiled when built (pgguard._speedups), else its pure-Python twin.
+# Module globals so tests can run the framer over either one.
+_next_frame = _speedups.next_frame
+_datarow_run_end = _speedups.datarow_run_end
+_FrameError = _speedups.FrameError
 
 
 class Framer:
@@ -41,15 +47,20 @@ class Framer:
     A frame is ``(kind, start, end)``: offsets into :attr:`buf` of the whole message,
     header included, so the caller can forward ``buf[start:end]`` untouched.
     Frames stay valid until the next :meth:`feed`.
+
+    :attr:`encoding` is the Python codec strings are decoded in: the session sets it to
+    the client_encoding PostgreSQL reports (see :mod:`pgguard.wire.clienttext`).
     """
 
-    __slots__ = ("buf", "pos", "max_size", "_backend")
+    __slots__ = ("buf", "pos", "max_size", "_backend", "encoding")
 
-    def __init__(self, max_size: int = DEFAULT_MAX_SIZE, backend: bool = False):
+    def __init__(self, max_size: int = DEFAULT_MAX_SIZE, backend: bool = False,
+                 encoding: str = "utf-8"):
         self.buf = bytearray()
         self.pos = 0
         self.max_size = max_size
         self._backend = backend
+        self.encoding = encoding
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         if self.pos:
@@ -69,19 +80,28 @@ class Framer:
         Raises:
             ProtocolViolation: the length word is impossible or over the limit.
         """
-        buf = self.buf
-        pos = self.pos
-        if len(buf) - pos < 5:
-            return None
-        kind, size = _HEADER.unpack_from(buf, pos)
-        if size < 4 or size > self.max_size:
+        try:
+            frame = _next_frame(self.buf, self.pos, self.max_size)
+        except _FrameError as exc:
             raise ProtocolViolation(
-                f"message {kind!r} claims {size} bytes (limit {self.max_size})")
-        end = pos + 1 + size
-        if len(buf) < end:
-            return None
-        self.pos = end
-        return kind, pos, end
+                f"message {exc.kind!r} claims {exc.size} bytes (limit {self.max_size})"
+            ) from None
+        if frame is not None:
+            self.pos = frame[2]
+        return frame
+
+    def datarow_run(self, end: int) -> int:
+        """Extend a DataRow frame ending at *end* over the complete DataRows after it.
+
+        Call right after :meth:`next_frame` returned a DataRow ``(kind, start, end)``: the
+        frames up to the returned offset are consumed, so ``buf[start:returned]`` is the
+        whole run, forwarded as one slice. Anything else (another kind, an incomplete or
+        malformed frame) is left for :meth:`next_frame`.
+        """
+        if end != self.pos:
+            return end
+        end = self.pos = _datarow_run_end(self.buf, end, self.max_size)
+        return end
 
     def next_message(self) -> Message | NeedData:
         """Decode the next complete message.
@@ -98,11 +118,10 @@ class Framer:
     def decode(self, kind: bytes, start: int, end: int) -> Message:
         try:
             if self._backend:
-                return decode_backend(kind, self.buf, start, end)
-            return decode_frontend(kind, self.buf, start, end)
+                return decode_backend(kind, self.buf, start, end, self.encoding)
+            return decode_frontend(kind, self.buf, start, end, self.encoding)
         except ProtocolError as exc:
             raise ProtocolViolation(f"malformed {kind!r} message: {exc}") from None
-
 
     def decode_bind_names(self, start: int, end: int) -> Bind:
         """The Bind at *start* with its names only (see :func:`codec.bind_names`).
@@ -111,7 +130,7 @@ class Framer:
             ProtocolViolation: the names are malformed.
         """
         try:
-            return bind_names(self.buf, start, end)
+            return bind_names(self.buf, start, end, self.encoding)
         except ProtocolError as exc:
             raise ProtocolViolation(f"malformed b'B' message: {exc}") from None
 

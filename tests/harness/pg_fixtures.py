@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import pytest
 
-from harness.postgres import PgCluster, create_cluster
+from harness.postgres import PgCluster, throwaway_cluster
 
 
 @pytest.fixture(scope="session")
@@ -15,11 +12,8 @@ def pg() -> PgCluster:
     """One PostgreSQL cluster for the whole test session (SCRAM on TCP, free port).
 
     It lives in its own temp dir (not pytest's, which the postgres account running the
-    server cannot enter when the tests run as root) and is removed afterwards.
+    server cannot enter when the tests run as root) and is removed afterwards. The server
+    is the one ``PGGUARD_TEST_PG`` picks (harness.postgres).
     """
-    cluster = create_cluster()
-    try:
+    with throwaway_cluster() as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(os.path.dirname(cluster.datadir), ignore_errors=True)
