@@ -77,9 +77,25 @@ class GrantConfig:
     groups: tuple[str, ...]
     vault_role: str | None = None
     actions: dict[str, str] = field(default_factory=dict)
+    # Guardrails (docs/guardrails.md); None = no limit. A session takes the strictest
+    # value over the user's matching grants.
+    read_only: bool | None = None   # None: true when write, ddl and privileged are deny
+    statement_timeout_s: float | None = None
+    idle_in_transaction_timeout_s: float | None = None
+    max_session_s: float | None = None
+    max_statements_per_minute: int | None = None
+    max_rows: int | None = None
+    max_result_bytes: int | None = None
 
     def action(self, category: str) -> str:
         return self.actions.get(category, DEFAULT_ACTIONS[category])
+
+    @property
+    def is_read_only(self) -> bool:
+        """``read_only``, or its default: nothing but reads (and transactions) allowed."""
+        if self.read_only is not None:
+            return self.read_only
+        return all(self.action(c) == "deny" for c in ("write", "ddl", "privileged"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,7 +377,21 @@ def _grant(s: _Section) -> GrantConfig:
     for category in CATEGORIES:
         if category in s.data:
             actions[category] = s.choice(category, ACTIONS, DEFAULT_ACTIONS[category])
-    grant = GrantConfig(groups=groups, vault_role=s.get("vault_role", str), actions=actions)
+    timeouts = {}
+    for key in ("statement_timeout_s", "idle_in_transaction_timeout_s"):
+        value = s.positive(key, float, None)
+        if value is not None and value * 1000 > 2**31 - 1:
+            # PostgreSQL's limit for these settings (milliseconds in an int).
+            raise s.error(key, "must be at most 2147483 seconds")
+        timeouts[key] = value
+    grant = GrantConfig(
+        groups=groups, vault_role=s.get("vault_role", str), actions=actions,
+        read_only=s.get("read_only", bool),
+        max_session_s=s.positive("max_session_s", float, None),
+        max_statements_per_minute=s.positive("max_statements_per_minute", int, None),
+        max_rows=s.positive("max_rows", int, None),
+        max_result_bytes=s.positive("max_result_bytes", int, None),
+        **timeouts)
     s.finish()
     return grant
 

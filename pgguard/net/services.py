@@ -22,6 +22,7 @@ from ..errors import BlocksUnavailable, UserBlocked
 from ..identity import Identity
 from ..masking.hub import MaskingHub
 from ..metrics import Metrics
+from ..policy.guardrails import RateWindow
 from .activity import GatewayStats
 
 if TYPE_CHECKING:
@@ -125,6 +126,9 @@ class Services:
     metrics: Metrics = field(default_factory=Metrics)
     stats: GatewayStats = field(default_factory=GatewayStats)
     registry: SessionRegistry = field(default_factory=SessionRegistry)
+    # max_statements_per_minute: statements per user over the last minute, shared by the
+    # sessions of this process (each worker counts its own: docs/guardrails.md).
+    rates: RateWindow = field(default_factory=RateWindow)
     # Runs the admin console on a session that logged into database "pgguard".
     admin_console: Callable[[object], Awaitable[None]] | None = None
 

@@ -7,11 +7,11 @@ look at are forwarded as the original bytes, in as few sends as possible.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import secrets
 import time
-from collections import deque
 from typing import TYPE_CHECKING
 
 import trio
@@ -30,6 +30,7 @@ from ..errors import (
     TLSRequired,
     UnknownConnection,
 )
+from ..policy.guardrails import SessionTimeLimit
 from ..wire import codec
 from ..wire.clienttext import (
     ClientText,
@@ -74,11 +75,14 @@ from ..wire.messages import (
     Sync,
 )
 from ..wire.state import ALLOWED, Phase, expect
-from . import backend
+from . import backend, held
 from .activity import Activity, count_failure, count_masked
 from .fastio import FastIO
 from .guard import Guard, Verdict, guard_for
+from .outgoing import Outgoing as _Outgoing
+from .outgoing import first_error as _first_error
 from .recording import SessionInfo, SessionTap, session_detectors
+from .refusals import Refusals
 from .services import Services
 from .startup import (  # noqa: F401 - _check_options and the sets: tests import them here
     FORWARDED_PARAMS,
@@ -90,6 +94,7 @@ from .startup import (  # noqa: F401 - _check_options and the sets: tests import
 if TYPE_CHECKING:
     from ..credentials import CredentialSource, Lease
     from ..identity import Identity
+    from ..masking.detectors import Detectors
 
 log = logging.getLogger(__name__)
 
@@ -116,66 +121,6 @@ def is_loopback(host: str) -> bool:
 
 
 TEXT_MARK = "text"  # the session's key in a request's notes: its ClientText mark
-
-
-class _Outgoing:
-    """What a pump sends next: runs of untouched frames (slices of the receive buffer,
-    copied once) and replacement bytes, in order."""
-
-    __slots__ = ("buf", "parts", "start", "end")
-
-    def __init__(self, buf: bytearray):
-        self.buf = buf
-        self.parts: list[bytes] = []
-        self.start = -1
-        self.end = -1
-
-    def keep(self, start: int, end: int) -> None:
-        if self.start < 0:
-            self.start = start
-        elif self.end != start:
-            self._close_run()
-            self.start = start
-        self.end = end
-
-    def put(self, data: bytes) -> None:
-        self._close_run()
-        if data:
-            self.parts.append(data)
-
-    def _close_run(self) -> None:
-        if self.start >= 0:
-            self.parts.append(bytes(self.buf[self.start:self.end]))
-            self.start = -1
-
-    def take(self) -> bytes:
-        """Everything collected so far, as one bytes object (b"" when nothing)."""
-        self._close_run()
-        parts, self.parts = self.parts, []
-        if len(parts) == 1:
-            return parts[0]
-        return b"".join(parts)
-
-
-def _first_error(group: BaseExceptionGroup) -> BaseException:
-    """The exception that ended a pump: a GatewayError if any, else the first other one."""
-    leaves: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for e in exc.exceptions:
-                walk(e)
-        else:
-            leaves.append(exc)
-
-    walk(group)
-    for exc in leaves:
-        if isinstance(exc, GatewayError):
-            return exc
-    for exc in leaves:
-        if not isinstance(exc, trio.Cancelled):
-            return exc
-    return leaves[0]
 
 
 class ClientSession:
@@ -206,11 +151,12 @@ class ClientSession:
         # The protocol state: what PostgreSQL owes, which names it knows (wire/exchange).
         self.exchange = Exchange()
         self.guard: Guard | None = None
-        # Errors the backend pump must replace, in order: (marker, replacement bytes).
-        self.rewrites: deque[tuple[bytes, bytes]] = deque()
+        # Markers sent for refused messages, whose errors the backend pump rewrites.
+        self.refusals = Refusals()
         self.end_reason = "client closed"
         self.state = "startup"
         self.tap: SessionTap | None = None  # when recording is on
+        self._scan: Detectors | None = None
         # The client_encoding PostgreSQL reads statements in (set at the upstream login),
         # and an event set whenever a ReadyForQuery settles it (wire/clienttext).
         self.text: ClientText | None = None
@@ -309,15 +255,25 @@ class ClientSession:
         groups = tuple(self.identity.groups) if self.identity else ()
         info = SessionInfo(self.session_id, self.user or "", groups, self.guard.conn.name,
                            self.peer, self.tls, self.started)
-        detectors = session_detectors(self.guard.masking, self.cfg.masking, groups)
-        tap = SessionTap(recorder, info, self.exchange, detectors)
+        tap = SessionTap(recorder, info, self.exchange, self._detectors())
         if self.link is not None:
             tap.server_encoding = self.link.parameters.get("server_encoding")
             tap.follow_encoding(self.link.parameters.get("client_encoding", "UTF8"))
         tap.records = self.services.metrics.recording_records
         return tap
 
+    def _detectors(self) -> Detectors:
+        """What scans this session's statement text and parameters (made once)."""
+        if self._scan is None:
+            assert self.guard is not None
+            groups = tuple(self.identity.groups) if self.identity else ()
+            self._scan = session_detectors(self.guard.masking, self.cfg.masking, groups)
+        return self._scan
+
     async def _cleanup(self) -> None:
+        if self.guard is not None:
+            # First: a decision on a request of a session that ended must run nothing.
+            await self.guard.withdraw_all()
         key = (self.link.process_id, self.secret_key) if self.link is not None else None
         self.services.registry.unregister(self, key)
         if self.link is not None:
@@ -455,7 +411,7 @@ class ClientSession:
         self.activity = Activity(conn.name, self.services.stats, self.services.metrics)
         if guard.masker is not None:
             guard.masker.on_masked = lambda rows: count_masked(self.services.metrics, rows)
-        params = self._upstream_params(startup)
+        params = guard.upstream_params(self._upstream_params(startup))
         source = self.services.credentials.source_for(guard.vault_role)
         self.lease = await source.acquire(conn, guard.vault_role, self.user or "")
         self.lease.role = guard.vault_role
@@ -525,6 +481,8 @@ class ClientSession:
                     nursery.start_soon(self._pump_frontend, nursery.cancel_scope)
                     nursery.start_soon(self._pump_backend, nursery.cancel_scope)
                     nursery.start_soon(self._watch_lease, source, nursery.cancel_scope)
+                    if (limit := self.guard.limits.max_session_s) is not None:
+                        nursery.start_soon(self._time_limit, limit)
         except BaseExceptionGroup as group:
             raise _first_error(group) from None
 
@@ -537,6 +495,12 @@ class ClientSession:
         self.end_reason = "credentials expired"
         await self.send_error(CredentialsExpired("pgguard: credentials expired"))
         scope.cancel()
+
+    async def _time_limit(self, seconds: float) -> None:
+        """max_session_s: end the session (run() sends the FATAL, cleanup revokes)."""
+        await trio.sleep(max(0.0, self.started + seconds - time.time()))
+        self.killed = SessionTimeLimit("pgguard: session time limit reached")
+        self.relay_scope.cancel()
 
     async def send_upstream(self, data: bytes) -> None:
         """Send bytes to PostgreSQL (the frontend pump's, and masking's own queries)."""
@@ -601,7 +565,10 @@ class ClientSession:
                             # Send what came before, then wait for a human.
                             if pending := out.take():
                                 await send_upstream(pending)
-                            verdict = await activity.hold(guard, verdict)
+                            verdict = await self._hold(verdict)
+                            if verdict is None:  # the client left: nothing runs
+                                scope.cancel()
+                                return
                         if verdict.refuse is not None:
                             replacement, sent = self._refusal(kind, msg, verdict)
                     notes: dict = {}
@@ -619,6 +586,9 @@ class ClientSession:
                         # PostgreSQL discards it until Sync (after an error, or a refused
                         # Parse): it need not even see it.
                         replacement = b""
+                    elif k == EXECUTE and (limited := guard.rate_limit_execute()) is not None:
+                        replacement = self._refused_execute(
+                            Verdict(None, "", "extended", refuse=limited))
                     else:
                         if k == SYNC:
                             msg = SYNC_MESSAGE
@@ -628,6 +598,26 @@ class ClientSession:
                         else:
                             msg = framer.decode(kind, start, end)
                         notes = {}
+                        if guard.rules_seen and k == EXECUTE:
+                            verdict = guard.check_execute(msg)
+                            if verdict is not None:
+                                if verdict.hold:
+                                    # One execution, one approval: what came before goes
+                                    # first, then this Execute waits for a human.
+                                    if pending := out.take():
+                                        await send_upstream(pending)
+                                    verdict = await self._hold(verdict)
+                                    if verdict is None:
+                                        scope.cancel()
+                                        return
+                                if verdict.refuse is not None:
+                                    out.put(self._refused_execute(verdict))
+                                    continue
+                        elif k == BIND:
+                            if guard.rules_seen and guard.on_bind(msg, notes):
+                                if not full_binds:
+                                    msg = framer.decode(kind, start, end)
+                                guard.note_params(msg, notes, self._detectors())
                         if k == BIND and (encoding_params := guard.encoding_params(
                                 msg.statement)):
                             # set_config('client_encoding', $n): the value comes now.
@@ -667,41 +657,39 @@ class ClientSession:
                 return
             framer.feed(data)
 
+    async def _hold(self, verdict: Verdict) -> Verdict | None:
+        """Wait for the decision on a held statement, watching the client (held.py)."""
+        assert self.guard is not None
+        if self.activity is not None:  # shows the session as held meanwhile
+            wait = functools.partial(self.activity.hold, self.guard)
+        else:
+            wait = self.guard.wait_for_approval
+        return await held.wait_watching_client(self, wait, verdict)
+
+    def _refused_execute(self, verdict: Verdict) -> bytes:
+        """A refused Execute's stand-in: a Parse failing in PostgreSQL's parser (the
+        error comes in order; what follows up to Sync is skipped, as after an Execute)."""
+        marker, parse = self._refusal(b"E", Parse("", "", ()), verdict)
+        notes: dict = {}
+        assert self.guard is not None
+        self.guard.note_sent(parse, verdict, notes)
+        self.exchange.client_sent(parse, notes)
+        self.exchange.expect_failure()
+        return marker
+
     def _refusal(self, kind: bytes, msg: Query | Parse | FunctionCall, verdict: Verdict
                  ) -> tuple[bytes, Query | Parse]:
-        """Replace a refused statement with one that fails in PostgreSQL's parser.
-
-        Sending a statement that fails upstream (and rewriting its error on the way back)
-        keeps every pipelined response in order and fails an open transaction exactly as
-        PostgreSQL would, without the refused text ever reaching the database.
-
-        Returns:
-            The bytes to send and the message they are.
-        """
-        marker = f"pgguard_refused_{secrets.token_hex(6)}"
-        exc = verdict.refuse
-        assert exc is not None
-        self.rewrites.append((marker.encode(), codec.error_response(
-            "ERROR", exc.sqlstate, exc.message, exc.detail, exc.hint,
-            encoding=self.client_framer.encoding)))
-        if kind[0] == PARSE:
-            return (codec.parse(msg.name, marker, encoding=self.client_framer.encoding),
-                    Parse(msg.name, marker, ()))
-        # FunctionCall has no SQL to replace: run the marker as a simple query instead.
-        return codec.query(marker), Query(marker)
+        """Replace a refused statement with a marker that fails in PostgreSQL's parser
+        (net/refusals.py): the bytes to send and the message they are."""
+        assert verdict.refuse is not None
+        return self.refusals.statement(kind[0], msg, verdict.refuse,
+                                       self.client_framer.encoding)
 
     def _refused_bind(self, msg: Bind, exc: GatewayError) -> tuple[bytes, Bind]:
-        """Replace a refused Bind with one of a statement that does not exist: PostgreSQL
-        fails it (and skips to Sync) before it touches the portal, and its error is
-        rewritten to *exc* on the way back, as :meth:`_refusal` does for statements."""
-        marker = f"pgguard_refused_{secrets.token_hex(6)}"
-        enc = self.client_framer.encoding
-        self.rewrites.append((marker.encode(), codec.error_response(
-            "ERROR", exc.sqlstate, exc.message, exc.detail, exc.hint, encoding=enc)))
+        """Replace a refused Bind with one of a statement that does not exist."""
         log.info("event=statement_refused session=%s user=%s category=encoding reason=%r",
                  self.session_id, self.user, exc.message)
-        return codec.bind(msg.portal, marker, encoding=enc), Bind(msg.portal, marker, (), (),
-                                                                   ())
+        return self.refusals.bind(msg, exc, self.client_framer.encoding)
 
     async def _pump_backend(self, scope: trio.CancelScope) -> None:
         assert self.link is not None
@@ -711,6 +699,7 @@ class ClientSession:
         guard = self.guard
         assert guard is not None
         observe = guard.observes_results
+        limiter = guard.limiter
         exchange = self.exchange
         activity = self.activity
         assert activity is not None
@@ -739,12 +728,14 @@ class ClientSession:
                         self._text_ready(mark)
                     if msg is not None:
                         activity.backend(k, msg, exchange)
-                    if k == ERROR_RESPONSE and self.rewrites:
-                        replacement = self._rewritten_error(buf, start, end)
+                    if k == ERROR_RESPONSE and self.refusals:
+                        replacement = self.refusals.rewritten(buf, start, end)
                 elif k == PARAMETER_STATUS:
                     self._parameter_status(framer.decode(kind, start, end))
                 if observe:
                     replacement = guard.on_backend(kind, framer, start, end, replacement, req)
+                if limiter is not None:  # max_rows / max_result_bytes
+                    replacement = limiter.on_backend(k, buf, start, end, replacement, req)
                 if replacement is None:
                     out.keep(start, end)
                 else:
@@ -761,20 +752,6 @@ class ClientSession:
                 scope.cancel()
                 return
             framer.feed(data)
-
-    def _rewritten_error(self, buf: bytearray, start: int, end: int) -> bytes | None:
-        """pgguard's error for a refused statement's marker error, else None.
-
-        Refusals answer in order, but one can be skipped by the server (a pipeline that
-        failed earlier ignores everything up to Sync, the marker too): markers older than
-        the one that matched were skipped and are dropped.
-        """
-        for i, (marker, rewritten) in enumerate(self.rewrites):
-            if buf.find(marker, start, end) >= 0:
-                for _ in range(i + 1):
-                    self.rewrites.popleft()
-                return rewritten
-        return None
 
     def _parameter_status(self, msg: ParameterStatus) -> None:
         """Raises EncodingRefused: PostgreSQL reports a client_encoding pgguard cannot

@@ -40,6 +40,8 @@ from .lists import (
 )
 from .prepared import resolve_execute
 from .results import (
+    ANY_SETTING,
+    GUARDED_SETTINGS,
     UNKNOWN_EXECUTE_WITH_PARAMS,
     Classification,
     StatementInfo,
@@ -64,7 +66,8 @@ _REASON_MAX = 200
 class _Facts:
     """Categories and reasons collected while walking one statement."""
 
-    __slots__ = ("found", "executes", "prepares", "deallocates", "refusal", "encoding_params")
+    __slots__ = ("found", "executes", "prepares", "deallocates", "refusal", "encoding_params",
+                 "settings", "cursor")
 
     def __init__(self) -> None:
         self.found: dict[str, list[str]] = {}
@@ -73,6 +76,9 @@ class _Facts:
         self.deallocates: str | None = None
         self.refusal: str | None = None
         self.encoding_params: set[int] = set()
+        # Changes of the settings guardrails hold (policy/guardrails.py judges them).
+        self.settings: list[tuple[str, tuple[str | None, ...] | None]] = []
+        self.cursor: str | None = None   # a DECLARE's or a FETCH's (result limits)
 
     def add(self, category: str, reason: str) -> None:
         reasons = self.found.setdefault(category, [])
@@ -116,6 +122,8 @@ def _setting_change(name: str, values: list[str | None] | None, how: str,
         how: the statement form, for the reason (``SET``, ``set_config()``).
     """
     name = name.lower()
+    if name in GUARDED_SETTINGS:
+        facts.settings.append((name, None if values is RESTORES else tuple(values)))
     if name == "client_encoding":
         _encoding_change(values, how, facts)
         return False
@@ -131,6 +139,13 @@ def _setting_change(name: str, values: list[str | None] | None, how: str,
                       f"{how} may turn off {name}, which changes how statements parse")
             return True
     return False
+
+
+def _transaction_modes(options: Any, setting: str, facts: _Facts) -> None:
+    """Note READ WRITE / READ ONLY of BEGIN, START TRANSACTION, SET TRANSACTION and SET
+    SESSION CHARACTERISTICS as a change of *setting* (what PostgreSQL sets from them)."""
+    for arg in def_values(options, "transaction_read_only"):
+        facts.settings.append((setting, (None if arg is NO_ARG else _setting_value(arg),)))
 
 
 def _encoding_change(values: list[str | None] | None, how: str, facts: _Facts) -> None:
@@ -210,6 +225,7 @@ def _check_funccall(fc: dict[str, Any], facts: _Facts) -> None:
             # It may name client_encoding.
             facts.refuse("set_config() with a setting name pgguard cannot read may change "
                          "client_encoding")
+            facts.settings.append((ANY_SETTING, (None,)))
         else:
             value = byname.get("new_value")
             param = value.get("ParamRef") if isinstance(value, dict) else None
@@ -476,6 +492,7 @@ def _statement(node_type: str, node: dict[str, Any], facts: _Facts) -> str:
         return "EXECUTE"
     if node_type == "DeclareCursorStmt":
         facts.add("read", "declares a cursor")
+        facts.cursor = node.get("portalname")
         _walk(node.get("query"), facts)
         return "DECLARE CURSOR"
     if node_type == "FetchStmt":
@@ -483,8 +500,10 @@ def _statement(node_type: str, node: dict[str, Any], facts: _Facts) -> str:
             facts.add("txn", "moves a cursor")
             return "MOVE"
         facts.add("read", "fetches rows from a cursor")
+        facts.cursor = node.get("portalname")
         return "FETCH"
     if node_type == "TransactionStmt":
+        _transaction_modes(node.get("options"), "transaction_read_only", facts)
         category, kind = TXN_KINDS.get(node.get("kind", ""), ("unknown", "TRANSACTION"))
         facts.add(category, "two-phase commit outlives the session" if category == "privileged"
                   else STATIC_REASONS.get(category, "unrecognised transaction statement"))
@@ -544,7 +563,11 @@ def _variable_set(node: dict[str, Any], facts: _Facts) -> str:
         return "RESET ALL"
     if how == "VAR_SET_MULTI":
         # SET TRANSACTION / SESSION CHARACTERISTICS / TRANSACTION SNAPSHOT: READ WRITE is
-        # no bypass, since every statement that then writes is classified on its own.
+        # no bypass of policy, since every statement that then writes is classified on its
+        # own; the read_only guardrail still sees it (a backstop for the classifier).
+        _transaction_modes(node.get("args"), "default_transaction_read_only"
+                           if lname == "session characteristics" else "transaction_read_only",
+                           facts)
         facts.add("txn", "sets transaction characteristics")
         return f"SET {name.upper()}" if name else "SET TRANSACTION"
     if _setting_change(lname, _set_values(node), verb, facts):
@@ -593,7 +616,8 @@ def _finish(facts: _Facts, kind: str, text: str, node_type: str = "") -> Stateme
                          categories=frozenset(categories), executes=facts.executes,
                          prepares=facts.prepares, deallocates=facts.deallocates,
                          reasons=pairs, refusal=facts.refusal,
-                         encoding_params=tuple(sorted(facts.encoding_params)))
+                         encoding_params=tuple(sorted(facts.encoding_params)),
+                         settings=tuple(facts.settings), cursor=facts.cursor)
 
 
 def _unparseable(sql: str, message: str) -> Classification:

@@ -7,13 +7,21 @@ from dataclasses import dataclass
 
 from .lists import SEVERITY
 
-__all__ = ["UNKNOWN_EXECUTE_WITH_PARAMS", "Classification", "StatementInfo",
+__all__ = ["ANY_SETTING", "GUARDED_SETTINGS", "UNKNOWN_EXECUTE_WITH_PARAMS", "Classification", "StatementInfo",
            "make_classification"]
 
 #: The refusal of ``EXECUTE name(args)`` while *name* is not a known SQL-level PREPARE:
 #: a statement prepared with Parse may be ``set_config('client_encoding', $1, …)``.
 UNKNOWN_EXECUTE_WITH_PARAMS = ("EXECUTE with parameters of a prepared statement pgguard "
                                "does not know: it may set client_encoding")
+
+
+#: The settings the guardrails hold (docs/guardrails.md): their changes are noted on the
+#: statement, whatever its category.
+GUARDED_SETTINGS = frozenset({"default_transaction_read_only", "transaction_read_only",
+                              "statement_timeout", "idle_in_transaction_session_timeout"})
+#: The name noted for a set_config() whose setting name pgguard cannot read.
+ANY_SETTING = "*"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +54,14 @@ class StatementInfo:
     reasons: tuple[tuple[str, str], ...] = ()
     refusal: str | None = None
     encoding_params: tuple[int, ...] = ()
+    #: Changes of the settings guardrails hold (``GUARDED_SETTINGS``): the setting and its
+    #: new value's parts as text (None for a part pgguard cannot read), or None for a
+    #: change back to the reset value (RESET, DEFAULT). ``BEGIN … READ WRITE`` is a change
+    #: of ``transaction_read_only``; ``"*"`` is a set_config() whose name is unreadable.
+    settings: tuple[tuple[str, tuple[str | None, ...] | None], ...] = ()
+    #: The cursor a ``DECLARE`` defines or a ``FETCH`` reads (result limits count the rows
+    #: of all FETCHes of one cursor together).
+    cursor: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,14 @@ gateway). A DBA decides on the gateway's admin console.
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -16,7 +24,13 @@ from harness.attack import APPROVER, CAREFUL, CONN, ENGINEER
 from harness.rawclient import RawClient, error_of
 
 from pgguard.wire import codec
-from pgguard.wire.messages import NoticeResponse, ReadyForQuery
+from pgguard.wire.messages import (
+    DataRow,
+    ErrorResponse,
+    NoticeResponse,
+    Raw,
+    ReadyForQuery,
+)
 
 pytestmark = pytest.mark.usefixtures("reset_victims")
 
@@ -115,10 +129,6 @@ def test_one_approval_runs_a_held_statement_once(agent, dba, attack_db):
     """Control: the simple protocol asks again for the same text."""
     first = _approve_first(agent, dba, attack_db, "TRUNCATE victims", None)
     _second_execution_is_held(agent, dba, attack_db, "TRUNCATE victims", None, first)
-
-
-@pytest.mark.xfail(strict=True, reason="issue 11 class 3: the approval is given at Parse; "
-                                       "later Bind/Execute of the named statement run unasked")
 def test_named_prepared_statement_is_held_again_on_the_second_execute(agent, dba, attack_db):
     first = _approve_first(agent, dba, attack_db, "TRUNCATE victims", True)
     _second_execution_is_held(agent, dba, attack_db, "TRUNCATE victims", True, first)
@@ -136,10 +146,6 @@ def _decide_while(dba, fut: Future, verb: str, seen: set[int]) -> list[int]:
                 decided.append(rid)
         time.sleep(0.05)
     return decided
-
-
-@pytest.mark.xfail(strict=True, reason="issue 11 class 3: the approval is given at Parse; "
-                                       "a second Bind/Execute of the statement runs unasked")
 def test_raw_parse_once_execute_twice_is_two_requests(attack_gw, tokens, dba, attack_db):
     """Wherever the gateway holds (Parse or Execute), the second execution of the named
     statement needs a request of its own."""
@@ -247,10 +253,6 @@ def _wait_status(dba, rid: int, want: str, within: float) -> str:
         time.sleep(0.05)
         st = status(dba, rid)
     return st
-
-
-@pytest.mark.xfail(strict=True, reason="issue 11 class 3: a held statement whose client "
-                                       "vanished stays pending and runs when approved")
 @pytest.mark.parametrize("how", ["close", "shutdown"])
 def test_killed_client_withdraws_at_once_and_an_approval_runs_nothing(
         attack_gw, tokens, dba, attack_db, how):
@@ -271,11 +273,6 @@ def test_killed_client_withdraws_at_once_and_an_approval_runs_nothing(
     assert st == "withdrawn"
 
 
-XFAIL_GONE = pytest.mark.xfail(strict=True, reason="issue 11 class 3: a held client's "
-                                                   "Terminate does not withdraw its request")
-
-
-@XFAIL_GONE
 def test_terminate_withdraws(attack_gw, tokens, dba, attack_db):
     """Control: a client that says goodbye (Terminate) withdraws its request."""
     c, rid = _held_by_a_raw_client(attack_gw, tokens, "TRUNCATE victims")
@@ -288,7 +285,6 @@ def test_terminate_withdraws(attack_gw, tokens, dba, attack_db):
     assert count(attack_db) == 5
 
 
-@XFAIL_GONE
 def test_decision_on_a_withdrawn_request_is_refused(attack_gw, tokens, dba, attack_db):
     c, rid = _held_by_a_raw_client(attack_gw, tokens, "TRUNCATE victims")
     c.send(codec.message(b"X", b""))
@@ -297,5 +293,322 @@ def test_decision_on_a_withdrawn_request_is_refused(attack_gw, tokens, dba, atta
     with pytest.raises(psycopg.Error) as info:
         decide(dba, "APPROVE", rid)
     assert info.value.sqlstate == "55000"
+    time.sleep(0.3)
+    assert count(attack_db) == 5
+
+
+# --- more executions of one held statement: every Execute message asks ---------------------
+
+
+class RawAgent:
+    """A protocol-level client whose backend messages a thread collects, so a test can
+    see each held notice while the session is blocked."""
+
+    def __init__(self, gw, tokens, who):
+        user, groups = who
+        self.c = RawClient(gw.port)
+        assert error_of(self.c.login(user, tokens(user, groups), CONN)) is None
+        self.msgs: list = []
+        self.closed = threading.Event()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        try:
+            while (msg := self.c.receive()) is not None:
+                self.msgs.append(msg)
+        except OSError:
+            pass
+        self.closed.set()
+
+    def send(self, *parts: bytes) -> None:
+        self.c.send(b"".join(parts))
+
+    def held(self, count: int) -> list[int]:
+        """The ids of the held notices, once there are *count* (or after WAIT_S)."""
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            ids = [int(m.fields["M"][len(HELD):]) for m in list(self.msgs)
+                   if isinstance(m, NoticeResponse) and m.fields.get("M", "").startswith(HELD)]
+            if len(ids) >= count or time.monotonic() > deadline:
+                return ids
+            time.sleep(0.02)
+
+    def ready(self, count: int) -> list:
+        """The messages so far, once *count* ReadyForQuery arrived (or after WAIT_S)."""
+        deadline = time.monotonic() + WAIT_S
+        while sum(isinstance(m, ReadyForQuery) for m in list(self.msgs)) < count \
+                and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return list(self.msgs)
+
+    def errors(self) -> list[str]:
+        return [m.fields.get("C", "") for m in list(self.msgs) if isinstance(m, ErrorResponse)]
+
+    def close(self) -> None:
+        self.c.close()
+        self.thread.join(2)
+
+
+@pytest.fixture
+def raw_careful(attack_gw, tokens):
+    a = RawAgent(attack_gw, tokens, CAREFUL)
+    yield a
+    a.close()
+
+
+def ids_of(attack_db) -> list[int]:
+    return [r[0] for r in attack_db.query("SELECT id FROM victims ORDER BY id")]
+
+
+DELETE_ONE = "DELETE FROM victims WHERE id = $1"
+
+
+def _param(value: int, fmt: str) -> tuple[list[bytes], list[int]]:
+    if fmt == "binary":
+        return [struct.pack("!i", value)], [1]
+    return [str(value).encode()], [0]
+
+
+@pytest.mark.parametrize("fmt", ["text", "binary"])
+@pytest.mark.parametrize("sync_between", [True, False], ids=["sync-between", "one-sync"])
+def test_named_statement_executed_twice_in_one_pipeline(raw_careful, dba, attack_db, fmt,
+                                                        sync_between):
+    """Parse once, then Bind+Execute twice in one write: two requests. The first is
+    approved and runs; the second is denied and runs nothing (with one Sync for both,
+    PostgreSQL's error rolls the first back too, as it would for any failing Execute)."""
+    a = raw_careful
+    p1, f1 = _param(1, fmt)
+    p2, f2 = _param(2, fmt)
+    a.send(codec.parse("del", DELETE_ONE, [23]),
+           codec.bind("", "del", p1, f1), codec.execute(""),
+           codec.sync() if sync_between else b"",
+           codec.bind("", "del", p2, f2), codec.execute(""), codec.sync())
+    (first,) = a.held(1)
+    assert ids_of(attack_db) == [1, 2, 3, 4, 5]
+    decide(dba, "APPROVE", first)
+    ids = a.held(2)
+    assert len(ids) == 2 and ids[1] != first, "the second Execute ran on the first approval"
+    assert ids_of(attack_db) == ([2, 3, 4, 5] if sync_between else [1, 2, 3, 4, 5])
+    decide(dba, "DENY", ids[1])
+    a.ready(2 if sync_between else 1)
+    assert a.errors() == ["42501"]
+    time.sleep(0.2)
+    assert ids_of(attack_db) == ([2, 3, 4, 5] if sync_between else [1, 2, 3, 4, 5])
+    assert len(a.held(3)) == 2
+
+
+@pytest.mark.parametrize("second", ["APPROVE", "DENY"])
+def test_portal_with_a_row_limit_asks_at_each_execute(raw_careful, dba, attack_db, second):
+    """One Execute message is one execution: resuming a suspended portal runs the
+    statement's code again (its next rows), so it needs its own approval."""
+    a = raw_careful
+    a.send(codec.query("BEGIN"))
+    a.ready(1)
+    a.send(codec.parse("", "DELETE FROM victims WHERE id <= 3 RETURNING id"),
+           codec.bind("", ""), codec.execute("", 1), codec.sync())
+    (first,) = a.held(1)
+    decide(dba, "APPROVE", first)
+    msgs = a.ready(2)
+    assert any(isinstance(m, Raw) and m.kind == b"s" for m in msgs), msgs  # suspended
+    a.send(codec.execute("", 1), codec.sync())
+    ids = a.held(2)
+    assert len(ids) == 2 and ids[1] != first, "the resumed portal ran on the first approval"
+    decide(dba, second, ids[1])
+    msgs = a.ready(3)
+    rows = [m for m in msgs if isinstance(m, DataRow)]
+    if second == "APPROVE":
+        assert len(rows) == 2 and a.errors() == []
+        a.send(codec.query("COMMIT"))
+        a.ready(4)
+        assert ids_of(attack_db) == [4, 5]
+    else:
+        assert len(rows) == 1 and a.errors() == ["42501"]
+        a.send(codec.query("ROLLBACK"))
+        a.ready(4)
+        assert ids_of(attack_db) == [1, 2, 3, 4, 5]
+
+
+def test_sql_prepared_statement_asks_at_every_execution_in_every_protocol(
+        raw_careful, dba, attack_db):
+    """A statement PREPAREd in SQL is held at each run: its Bind/Execute (the extended
+    protocol can bind a SQL-prepared name), a simple EXECUTE, and a Parse of EXECUTE."""
+    a = raw_careful
+    a.send(codec.query("PREPARE d(int) AS DELETE FROM victims WHERE id = $1"))
+    seen = a.held(1)
+    for rid in seen:  # PREPARE names a write: held (and runs nothing)
+        decide(dba, "APPROVE", rid)
+    a.ready(1)
+    assert ids_of(attack_db) == [1, 2, 3, 4, 5]
+    ready = 1
+
+    def run(verdict: str, *parts: bytes) -> None:
+        nonlocal ready
+        a.send(*parts)
+        ids = a.held(len(seen) + 1)
+        assert len(ids) == len(seen) + 1, f"no new request for {parts[0][:40]!r}"
+        seen.append(ids[-1])
+        decide(dba, verdict, ids[-1])
+        ready += 1
+        a.ready(ready)
+
+    run("APPROVE", codec.bind("", "d", [b"1"]), codec.execute(""), codec.sync())
+    assert ids_of(attack_db) == [2, 3, 4, 5]
+    run("DENY", codec.bind("", "d", [b"2"]), codec.execute(""), codec.sync())
+    run("DENY", codec.query("EXECUTE d(2)"))
+    run("DENY", codec.parse("", "EXECUTE d(2)"), codec.bind("", ""), codec.execute(""),
+        codec.sync())
+    run("APPROVE", codec.parse("", "EXECUTE d(3)"), codec.bind("", ""), codec.execute(""),
+        codec.sync())
+    assert a.errors() == ["42501"] * 3
+    assert ids_of(attack_db) == [2, 4, 5]
+    a.send(codec.query("DEALLOCATE d"))
+    a.ready(ready + 1)
+
+
+def test_parse_defined_statement_run_by_sql_execute_is_judged_by_its_body(
+        attack_gw, tokens, dba, attack_db):
+    """The extended protocol's statements and SQL PREPARE share one namespace: a Parse of
+    a held statement, then ``EXECUTE name`` in SQL, asks like the statement itself."""
+    a = RawAgent(attack_gw, tokens, ENGINEER)
+    try:
+        a.send(codec.parse("t1", "TRUNCATE victims"), codec.sync())
+        a.ready(1)
+        assert a.held(0) == [] and a.errors() == []
+        a.send(codec.query("EXECUTE t1"))
+        ids = a.held(1)
+        assert len(ids) == 1, "EXECUTE of a Parse-defined held statement ran unasked"
+        decide(dba, "DENY", ids[0])
+        a.ready(2)
+        assert a.errors() == ["42501"]
+        assert count(attack_db) == 5
+    finally:
+        a.close()
+
+
+# --- a session that ends withdraws, however it ends -----------------------------------------
+
+
+CLIENT = """
+import os, psycopg
+conn = psycopg.connect(os.environ["DSN"], password=os.environ["TOKEN"], autocommit=True)
+conn.execute(os.environ["SQL"], prepare=os.environ.get("PREPARE") == "1")
+"""
+
+
+def _new_pending(dba, before: set[int]) -> list[int]:
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        new = [rid for rid in _pending_ids(dba) if rid not in before]
+        if new:
+            return new
+        time.sleep(0.05)
+    return []
+
+
+@pytest.mark.parametrize("prepare", [False, True], ids=["simple", "extended"])
+def test_sigkilled_client_process_withdraws(attack_gw, tokens, dba, attack_db, prepare):
+    user, groups = ENGINEER
+    before = set(_pending_ids(dba))
+    env = dict(os.environ, DSN=attack_gw.dsn(user, dbname=CONN), TOKEN=tokens(user, groups),
+               SQL="TRUNCATE victims", PREPARE="1" if prepare else "0")
+    proc = subprocess.Popen([sys.executable, "-c", CLIENT], env=env)
+    try:
+        new = _new_pending(dba, before)
+        assert len(new) == 1, new
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(5)
+    rid = new[0]
+    assert _wait_status(dba, rid, "withdrawn", 2) == "withdrawn"
+    with pytest.raises(psycopg.Error) as info:
+        decide(dba, "APPROVE", rid)
+    assert info.value.sqlstate == "55000"
+    time.sleep(0.3)
+    assert count(attack_db) == 5
+
+
+@pytest.mark.parametrize("ending", ["terminate", "eof", "pipelined-then-eof", "partial-frame"])
+def test_held_execute_withdrawn_when_the_client_goes(attack_gw, tokens, dba, attack_db,
+                                                    ending):
+    """An Execute held in the extended protocol: the client says goodbye, or just goes
+    (after pipelining more, or in the middle of a frame)."""
+    a = RawAgent(attack_gw, tokens, ENGINEER)
+    try:
+        a.send(codec.parse("t2", "TRUNCATE victims"), codec.bind("", "t2"),
+               codec.execute(""), codec.sync())
+        (rid,) = a.held(1)
+        if ending == "terminate":
+            a.send(codec.terminate())
+        elif ending == "pipelined-then-eof":
+            a.send(codec.bind("", "t2"), codec.execute(""), codec.sync(),
+                   codec.query("SELECT 1"))
+        elif ending == "partial-frame":
+            a.send(codec.query("TRUNCATE victims")[:3])
+        a.c.sock.shutdown(socket.SHUT_RDWR)
+        assert _wait_status(dba, rid, "withdrawn", 2) == "withdrawn"
+    finally:
+        a.close()
+    with pytest.raises(psycopg.Error) as info:
+        decide(dba, "APPROVE", rid)
+    assert info.value.sqlstate == "55000"
+    time.sleep(0.3)
+    assert count(attack_db) == 5
+    assert not [r for r in _pending_ids(dba) if r > rid], "a later execution was asked for"
+
+
+def test_bytes_sent_while_held_run_in_order_after_the_decision(attack_gw, tokens, dba,
+                                                               attack_db):
+    """Watching the client while held keeps what it pipelines (even half a message): after
+    the decision it runs as sent."""
+    a = RawAgent(attack_gw, tokens, ENGINEER)
+    try:
+        a.send(codec.query("TRUNCATE victims"))
+        (rid,) = a.held(1)
+        later = codec.query("SELECT 42")
+        a.send(later[:3])
+        time.sleep(0.1)
+        a.send(later[3:])
+        time.sleep(0.1)
+        assert count(attack_db) == 5
+        decide(dba, "DENY", rid)
+        msgs = a.ready(2)
+        assert a.errors() == ["42501"]
+        rows = [m for m in msgs if isinstance(m, DataRow)]
+        assert len(rows) == 1 and rows[0].values == (b"42",), msgs
+        assert count(attack_db) == 5
+    finally:
+        a.close()
+
+
+def test_the_approver_sees_the_bound_parameters_after_the_detectors(raw_careful, dba,
+                                                                     attack_db):
+    """A held Execute's request carries its Bind's parameters (what will run), with the
+    detectors applied: an e-mail address is not shown in clear."""
+    a = raw_careful
+    a.send(codec.parse("lab", "UPDATE victims SET label = $1 WHERE id = $2"),
+           codec.bind("", "lab", [b"someone@example.com", b"3"]), codec.execute(""),
+           codec.sync())
+    (rid,) = a.held(1)
+    row = next(r for r in dba.execute("SHOW APPROVALS").fetchall() if int(r[0]) == rid)
+    params = json.loads(row[-1])
+    assert params[1] == "3" and len(params) == 2
+    assert "someone@example.com" not in row[-1]
+    decide(dba, "DENY", rid)
+    a.ready(1)
+    assert attack_db.value("SELECT label FROM victims WHERE id = 3") == "v3"
+
+
+def test_held_statement_sent_together_with_terminate_runs_nothing(attack_gw, tokens, dba,
+                                                                  attack_db):
+    """Query and Terminate in one write: the client leaves before anyone can decide."""
+    before = set(_pending_ids(dba))
+    a = RawAgent(attack_gw, tokens, ENGINEER)
+    try:
+        a.send(codec.query("TRUNCATE victims"), codec.terminate())
+        assert a.closed.wait(WAIT_S)
+    finally:
+        a.close()
+    assert not [r for r in _pending_ids(dba) if r not in before]
     time.sleep(0.3)
     assert count(attack_db) == 5

@@ -350,7 +350,9 @@ def failing_statements(draw) -> str:
 def test_generated_failing_statements_leak_nothing(reader, needles, sql, mode):
     out = reader.run(sql, mode)
     assert not leaks(out.texts, needles), (sql, out.texts[:3])
-    if out.error is not None and out.sqlstate != "42501":
+    # A client-side error (no SQLSTATE: psycopg's own, e.g. its pipeline state after an
+    # earlier example) carries no server fields; its text was checked for leaks above.
+    if out.error is not None and out.sqlstate not in (None, "42501"):
         assert_only_kept_fields(out.error)
 
 
