@@ -10,7 +10,7 @@ from harness.gateway import ThreadGateway
 
 # Imported at collection (not inside a test, while gateway threads run): the recording
 # suite's helpers to read the log.
-from test_recording_e2e import _session_id, recorded_config, session_records, wait_sessions_ended
+from harness.recording import _session_id, recorded_config, session_records, wait_sessions_ended
 
 pytestmark = pytest.mark.usefixtures("app_db")
 

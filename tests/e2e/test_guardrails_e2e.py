@@ -8,7 +8,7 @@ import time
 import psycopg
 import pytest
 from harness.gateway import ThreadGateway
-from rawclient import RawClient
+from harness.rawclient import RawClient
 
 from pgguard import policy
 
