@@ -22,6 +22,7 @@ it off), so the cache key is the text alone.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -176,9 +177,30 @@ def _message(exc: Exception) -> str:
     return message if isinstance(message, str) else type(exc).__name__
 
 
+# One constant of an IN list as libpg_query writes it: {"A_Const":{"ival":{"ival":5},
+# "location":50}} (a zero or empty value is an empty object, NULL is "isnull":true).
+_CONST = (r'\{"A_Const":\{(?:"(?:ival|fval|boolval|bsval|sval)":\{(?:"\w+":(?:-?\d+|true|false'
+          r'|"(?:[^"\\]|\\.)*+"))?\},)?(?:"isnull":true,)?"location":-?\d+\}\}')
+# An IN list of more than 16 constants (the only A_Expr whose rexpr is a List that long;
+# BETWEEN's has two): all but the first are dropped from the JSON.
+_LONG_IN_LIST = re.compile(r'("rexpr":\{"List":\{"items":\[' + _CONST + r')(?:,' + _CONST + r'){16,}+(?=\])')
+
+
+def _shrink(js: str) -> str:
+    """The JSON of a huge text with each long IN list of constants cut to its first.
+
+    ``x IN (1, 2, …)`` is classified and planned alike whatever the number of constants
+    (neither analysis reads a constant of an IN list for more than its presence), and
+    decoding a million of them is most of the cost of a 7 MB statement.
+    """
+    return _LONG_IN_LIST.sub(r"\1", js)
+
+
 def _decode(sql: str, js: str | None, error: str | None, track: bool = True) -> Parsed:
     if js is None:
         return Parsed((), error)
+    if not track:
+        js = _shrink(js)
     try:
         tree = _loads(js)
     except Exception as exc:  # noqa: BLE001 - a tree nested too deep to decode
@@ -236,6 +258,8 @@ class _Cache:
             self._cost = 0
             self.hits = self.misses = 0
         _RECENT.clear()
+        global _LAST_BIG
+        _LAST_BIG = None
 
     def info(self) -> dict[str, int]:
         with self._lock:
@@ -246,6 +270,8 @@ class _Cache:
 _CACHE = _Cache(CACHE_MAX_ENTRIES, CACHE_MAX_COST)
 # The last decoded parses (a plain dict: a lost race only costs a decode).
 _RECENT: dict[str, Parsed] = {}
+# The last parse of a text over MAX_CACHED_TEXT, for the analysis after the first.
+_LAST_BIG: tuple[str, Parsed] | None = None
 
 
 def parse(sql: str) -> Parsed:
@@ -261,7 +287,14 @@ def parse(sql: str) -> Parsed:
         The parse (the last few are shared with the next caller: do not change its nodes).
     """
     if len(sql) > MAX_CACHED_TEXT:
-        return _decode(sql, *_parse_json(sql), track=False)
+        # Parsed once for classification and masking, and not kept beyond the next one.
+        global _LAST_BIG
+        last = _LAST_BIG
+        if last is not None and last[0] == sql:
+            return last[1]
+        parsed = _decode(sql, *_parse_json(sql), track=False)
+        _LAST_BIG = (sql, parsed)
+        return parsed
     parsed = _RECENT.get(sql)
     if parsed is not None:
         return parsed
