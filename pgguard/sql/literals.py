@@ -36,6 +36,13 @@ _INT32_MAX = 2**31 - 1
 _SPACE = " \t\n\r\f\v"
 # Characters that end an identifier: anything but letters, digits, _, $ and non-ASCII.
 _IDENT_REST = re.compile(r"[A-Za-z0-9_$\x80-\U0010ffff]*")
+# A run of tokens the key keeps as they are and that cannot open a constant, a comment or
+# a quoted name: whitespace, ASCII identifiers and keywords (not one followed by a quote or
+# &, which may be the E/B/X/N/U& of a string prefix), operators and punctuation but - before
+# -, / before *, . before a digit. The scanner's loop takes whatever stops it.
+_PLAIN = re.compile(
+    r"(?:[A-Za-z_][A-Za-z0-9_$]*+(?!['&])|[ \t\n\r\f\v]+"
+    r"|[^A-Za-z_0-9'\"$./\- \t\n\r\f\v\x80-\U0010ffff]+|-(?!-)|/(?!\*)|\.(?![0-9]))++")
 _DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_\x80-\U0010ffff][A-Za-z0-9_\x80-\U0010ffff]*)?\$")
 _PARAM = re.compile(r"\$\d+")
 
@@ -157,11 +164,14 @@ def literal_key(sql: str, standard_strings: bool = True) -> LiteralKey | None:
     n = len(sql)
     i = 0
     kept = 0  # text from here up to i is copied verbatim
-    while i < n:
+    plain = _PLAIN.match
+    while True:
+        m = plain(sql, i)
+        if m is not None:
+            i = m.end()
+        if i >= n:
+            break
         c = sql[i]
-        if c in _SPACE:
-            i += 1
-            continue
         if c == "-" and sql.startswith("--", i):
             j = sql.find("\n", i)
             k = sql.find("\r", i)
