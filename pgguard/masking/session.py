@@ -10,7 +10,7 @@ from typing import Any
 from ..config import MaskingConfig
 from ..sql.literals import literal_key
 from ..sql.nodes import literal_reads
-from ..sql.parse import literals_covered, parse
+from ..sql.parse import MAX_CACHED_TEXT, literals_covered, parse
 from .catalog import Catalog, SqlCatalog
 from .detectors import Detectors
 from .lineage import CopyOptions, MaskPlan, Planner, Refusal
@@ -141,7 +141,8 @@ class SessionMasking:
         if plans is None:
             if len(sql) > _PLAN_CACHE_MAX_SQL:
                 return self._planner.plan_sql(sql)
-            lk = literal_key(sql)
+            # Constants are tracked only in texts the parse cache holds.
+            lk = literal_key(sql) if len(sql) <= MAX_CACHED_TEXT else None
             if lk is not None and lk.spans:
                 plans = self._key_cache.get(lk.key)
                 if plans is not None:

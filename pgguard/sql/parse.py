@@ -47,6 +47,9 @@ MAX_CACHED_TEXT = 64 * 1024
 #: text, in characters (a 230-character SELECT has 2.6 kB of JSON).
 CACHE_MAX_ENTRIES = 4096
 CACHE_MAX_COST = 32 * 1024 * 1024
+#: The largest JSON (after IN lists are cut) of a text over MAX_CACHED_TEXT whose decoded
+#: parse is kept for the next caller.
+KEEP_BIG_JSON = 4 * 1024 * 1024
 #: How many decoded parses are kept for the next caller asking for the same text.
 RECENT_ENTRIES = 8
 
@@ -199,8 +202,6 @@ def _shrink(js: str) -> str:
 def _decode(sql: str, js: str | None, error: str | None, track: bool = True) -> Parsed:
     if js is None:
         return Parsed((), error)
-    if not track:
-        js = _shrink(js)
     try:
         tree = _loads(js)
     except Exception as exc:  # noqa: BLE001 - a tree nested too deep to decode
@@ -288,12 +289,18 @@ def parse(sql: str) -> Parsed:
     """
     if len(sql) > MAX_CACHED_TEXT:
         # Parsed once for classification and masking, and not kept beyond the next one.
+        # The kept parse is dropped when taken, and one whose JSON is still large after
+        # the IN lists were cut (a huge VALUES list) is not kept at all.
         global _LAST_BIG
         last = _LAST_BIG
         if last is not None and last[0] == sql:
+            _LAST_BIG = None
             return last[1]
-        parsed = _decode(sql, *_parse_json(sql), track=False)
-        _LAST_BIG = (sql, parsed)
+        js, error = _parse_json(sql)
+        if js is not None:
+            js = _shrink(js)
+        parsed = _decode(sql, js, error, track=False)
+        _LAST_BIG = (sql, parsed) if js is None or len(js) <= KEEP_BIG_JSON else None
         return parsed
     parsed = _RECENT.get(sql)
     if parsed is not None:
