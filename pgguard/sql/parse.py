@@ -26,7 +26,6 @@ import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from json import loads as _json_loads
 from typing import Any
 
 from pglast import parser as _pg
@@ -112,34 +111,30 @@ def _split(sql: str, tree: dict[str, Any]) -> tuple[Statement, ...]:
     return tuple(out)
 
 
-_VALUE_KINDS = ("ival", "fval", "sval", "bsval", "boolval")
-
-
-def _tracked_loads(js: str) -> tuple[Any, frozenset[int]]:
-    """Decode *js* with the value of every ``A_Const`` wrapped in a LiteralValue; and
-    the locations of those A_Consts.
-
-    The stdlib decoder's object_hook sees each object once it is built, children first,
-    for a fraction of the cost of a second walk over the tree. An A_Const's fields are
-    its value (an object under one of the value kinds) and its location, or ``isnull``;
-    an ``Integer`` or ``String`` node's value is a number or a string, not an object.
-    One at location 0 has no ``location`` (the JSON leaves out zeros): it is not wrapped,
-    and literals_covered() does not find it.
-    """
-    locations: list[int] = []
-    kinds = _VALUE_KINDS
-
-    def hook(d: dict[str, Any]) -> dict[str, Any]:
-        if len(d) == 2 and "location" in d:
-            for kind in kinds:
-                value = d.get(kind)
-                if type(value) is dict:
-                    d[kind] = LiteralValue(value)
-                    locations.append(d["location"])
-                    break
-        return d
-
-    return _json_loads(js, object_hook=hook), frozenset(locations)
+def _track_constants(tree: Any) -> frozenset[int]:
+    """Wrap every ``A_Const`` value in a LiteralValue (in place); their locations."""
+    locations: set[int] = set()
+    stack = [tree]
+    pop = stack.pop
+    push = stack.append
+    while stack:
+        node = pop()
+        if type(node) is list:
+            stack.extend(node)
+            continue
+        for key, value in node.items():
+            vt = type(value)
+            if vt is dict:
+                if key == "A_Const":
+                    for k, v in value.items():
+                        if type(v) is dict:
+                            value[k] = LiteralValue(v)
+                    locations.add(value.get("location", -1))
+                else:
+                    push(value)
+            elif vt is list:
+                push(value)
+    return frozenset(locations)
 
 
 def literals_covered(sql: str, parsed: Parsed, lk: LiteralKey) -> bool:
@@ -208,12 +203,10 @@ def _decode(sql: str, js: str | None, error: str | None, track: bool = True) -> 
     if js is None:
         return Parsed((), error)
     try:
-        if track:
-            tree, locations = _tracked_loads(js)
-        else:
-            tree, locations = _loads(js), frozenset()
+        tree = _loads(js)
     except Exception as exc:  # noqa: BLE001 - a tree nested too deep to decode
         return Parsed((), _message(exc))
+    locations = _track_constants(tree) if track else frozenset()
     return Parsed(_split(sql, tree), None, locations)
 
 
