@@ -38,6 +38,7 @@ class ListenConfig:
     allow_plaintext: bool = False
     startup_timeout_s: float = 10.0
     max_message_size: int = 64 * 1024 * 1024
+    max_statement_bytes: int = 16 * 1024 * 1024
     max_startup_size: int = 10000
     max_clients: int = 1000
 
@@ -293,6 +294,7 @@ def _listen(s: _Section) -> ListenConfig:
         allow_plaintext=s.get("allow_plaintext", bool, False),
         startup_timeout_s=s.positive("startup_timeout_s", float, 10.0),
         max_message_size=s.positive("max_message_size", int, 64 * 1024 * 1024),
+        max_statement_bytes=s.positive("max_statement_bytes", int, 16 * 1024 * 1024),
         max_startup_size=s.positive("max_startup_size", int, 10000),
         max_clients=s.positive("max_clients", int, 1000),
     )

@@ -8,6 +8,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..config import MaskingConfig
+from ..sql.literals import literal_key
+from ..sql.nodes import literal_reads
+from ..sql.parse import MAX_CACHED_TEXT, literals_covered, parse
 from .catalog import Catalog, SqlCatalog
 from .detectors import Detectors
 from .lineage import CopyOptions, MaskPlan, Planner, Refusal
@@ -66,6 +69,10 @@ class SessionMasking:
         self.catalog: Catalog = catalog or SqlCatalog(())
         self._planner = self._new_planner()
         self._cache: OrderedDict[str, list[MaskPlan] | Refusal] = OrderedDict()
+        # Plans that read no constant's value, by literal-blind key (pgguard.sql.literals).
+        self._key_cache: OrderedDict[str, list[MaskPlan] | Refusal] = OrderedDict()
+        #: Plans taken from the literal-blind cache (tests and benchmarks).
+        self.key_hits = 0
 
     def _new_planner(self) -> Planner:
         return Planner(self.catalog, self.rules,
@@ -83,6 +90,7 @@ class SessionMasking:
         self.catalog = catalog
         self._planner = self._new_planner()
         self._cache.clear()
+        self._key_cache.clear()
 
     def set_client_encoding(self, client_encoding: str) -> None:
         """Follow a ParameterStatus client_encoding change."""
@@ -131,11 +139,24 @@ class SessionMasking:
         which policy may still refuse."""
         plans = self._cache.get(sql)
         if plans is None:
+            if len(sql) > _PLAN_CACHE_MAX_SQL:
+                return self._planner.plan_sql(sql)
+            # Constants are tracked only in texts the parse cache holds.
+            lk = literal_key(sql) if len(sql) <= MAX_CACHED_TEXT else None
+            if lk is not None and lk.spans:
+                plans = self._key_cache.get(lk.key)
+                if plans is not None:
+                    # Not kept by exact text: a new constant every statement (pgbench)
+                    # would evict everything there.
+                    self._key_cache.move_to_end(lk.key)
+                    self.key_hits += 1
+                    return plans
+            mark = literal_reads()
             plans = self._planner.plan_sql(sql)
-            if len(sql) <= _PLAN_CACHE_MAX_SQL:
-                self._cache[sql] = plans
-                if len(self._cache) > _PLAN_CACHE_SIZE:
-                    self._cache.popitem(last=False)
+            if lk is not None and lk.spans and literal_reads() == mark + 1 \
+                    and literals_covered(sql, parse(sql), lk):
+                _remember(self._key_cache, lk.key, plans)
+            _remember(self._cache, sql, plans)
         else:
             self._cache.move_to_end(sql)
         return plans
@@ -259,6 +280,13 @@ class SessionMasking:
     def scan_text(self, s: str) -> str:
         """Detector scan of any text (statement parameters for the audit log, notices)."""
         return self.detectors.scan_text(s) if not self.exempt else s
+
+
+def _remember(cache: OrderedDict[str, list[MaskPlan] | Refusal], key: str,
+              plans: list[MaskPlan] | Refusal) -> None:
+    cache[key] = plans
+    if len(cache) > _PLAN_CACHE_SIZE:
+        cache.popitem(last=False)
 
 
 def rebind(plan: MaskPlan, src: MaskPlan | None) -> MaskPlan:

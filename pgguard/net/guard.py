@@ -28,7 +28,7 @@ import trio
 from .. import policy
 from ..approvals import held_notice
 from ..config import ConnectionConfig
-from ..errors import GatewayError, PolicyDenied, QueryCanceled
+from ..errors import GatewayError, PolicyDenied, ProgramLimitExceeded, QueryCanceled
 from ..masking.hub import hub_for
 from ..policy import guardrails
 from ..policy.results import make_classification
@@ -176,6 +176,8 @@ class Guard:
             return self._function_call(msg)
         else:
             return None
+        if (refused := self._too_large(sql, protocol)) is not None:
+            return refused
         cls = self._cls = policy.classify(sql, self.prepared,
                                           standard_strings=self.standard_strings)
         decision = self.last_decision = self.policy.decide(self.groups, cls)
@@ -257,6 +259,20 @@ class Guard:
             return params
         options = guardrails.options_settings(params.get("options", ""))
         return {**params, **guardrails.startup_settings(params, options, self.limits)}
+
+    def _too_large(self, sql: str, protocol: str) -> Verdict | None:
+        """Refuse a statement over ``listen.max_statement_bytes`` before it is parsed."""
+        limit = self.services.cfg.listen.max_statement_bytes
+        if len(sql) * 4 <= limit or (len(sql) <= limit
+                                     and len(sql.encode("utf-8", "surrogatepass")) <= limit):
+            return None
+        reason = f"statement text is larger than listen.max_statement_bytes ({limit} bytes)"
+        decision = policy.Decision("deny", "unknown", "TOO LARGE", reason, None)
+        log.info("event=statement_refused session=%s user=%s category=unknown reason=%r",
+                 self.session.session_id, self.identity.user, reason)
+        return Verdict(decision, sql, protocol, refuse=ProgramLimitExceeded(
+            f"pgguard: {reason}", hint="send smaller statements (COPY or several batches), "
+                                      "or raise listen.max_statement_bytes"))
 
     def _masking_refusal(self, decision: policy.Decision, sql: str, protocol: str,
                          refusal: Refusal, cls: policy.Classification) -> Verdict:

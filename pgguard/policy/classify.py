@@ -13,17 +13,27 @@ classifications: it never sees a socket.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
-from ..sql.nodes import NO_ARG, def_boolean, def_elems, def_string, def_values, guc_boolean, sval
-from ..sql.parse import MAX_CACHED_TEXT
+from ..sql.literals import LiteralKey, literal_key, shift_offset
+from ..sql.nodes import (
+    NO_ARG,
+    def_boolean,
+    def_elems,
+    def_string,
+    def_values,
+    guc_boolean,
+    literal_reads,
+    sval,
+)
+from ..sql.parse import MAX_CACHED_TEXT, literals_covered
 from ..sql.parse import cache_clear as _parse_cache_clear
 from ..sql.parse import cache_info as _parse_cache_info
 from ..sql.parse import parse as _parse
 from ..wire.encodings import refusal as _encoding_refusal
+from .cache import TextCache
 from .lists import (
     DML_KINDS,
     LOCK_STRENGTH,
@@ -630,13 +640,17 @@ def _unparseable(sql: str, message: str) -> Classification:
     return make_classification((st,))
 
 
-def _classify_uncached(sql: str) -> Classification:
+def _classify_uncached(sql: str, lk: LiteralKey | None = None
+                       ) -> tuple[Classification, tuple[int, ...] | None]:
+    """The classification of *sql*, and when *lk* is given and the walk read no
+    constant's value, the character offsets of its statements (for :func:`_rebase`)."""
     if "\x00" in sql:
         # libpg_query stops at a NUL; the server would see something else (or refuse).
-        return _unparseable(sql, "the text contains a NUL character")
+        return _unparseable(sql, "the text contains a NUL character"), None
     parsed = _parse(sql)
     if parsed.error is not None:
-        return _unparseable(sql, parsed.error)
+        return _unparseable(sql, parsed.error), None
+    mark = literal_reads()
     infos = []
     for stmt in parsed.statements:
         facts = _Facts()
@@ -649,72 +663,75 @@ def _classify_uncached(sql: str) -> Classification:
             facts.add("unknown", f"pgguard cannot classify this statement ({type(exc).__name__})")
             kind = "UNKNOWN"
         infos.append(_finish(facts, kind, stmt.text, node_type))
-    return make_classification(tuple(infos))
+    result = make_classification(tuple(infos))
+    if lk is None or literal_reads() != mark + 1 or not literals_covered(sql, parsed, lk):
+        return result, None
+    return result, tuple(st.start for st in parsed.statements)
 
 
-class _Cache:
-    """A bounded LRU of classifications keyed by statement text."""
-
-    def __init__(self, max_entries: int, max_chars: int) -> None:
-        self.max_entries = max_entries
-        self.max_chars = max_chars
-        self._data: OrderedDict[str, Classification] = OrderedDict()
-        self._chars = 0
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
-
-    def get(self, key: str) -> Classification | None:
-        with self._lock:
-            value = self._data.get(key)
-            if value is None:
-                self.misses += 1
-                return None
-            self._data.move_to_end(key)
-            self.hits += 1
-            return value
-
-    def put(self, key: str, value: Classification) -> None:
-        # Statement texts are slices of the key: count the key twice.
-        cost = 2 * len(key)
-        with self._lock:
-            if key in self._data:
-                return
-            self._data[key] = value
-            self._chars += cost
-            while len(self._data) > self.max_entries or self._chars > self.max_chars:
-                old, _ = self._data.popitem(last=False)
-                self._chars -= 2 * len(old)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
-            self._chars = 0
-            self.hits = self.misses = 0
-
-    def info(self) -> dict[str, int]:
-        with self._lock:
-            return {"entries": len(self._data), "chars": self._chars, "hits": self.hits,
-                    "misses": self.misses}
+def _rebase(entry: _KeyEntry, sql: str, lk: LiteralKey) -> Classification:
+    """The cached classification of another text of *sql*'s key, with *sql*'s statement
+    texts: the texts differ only inside the constants, so each statement's offset moves
+    by the change in length of the constants before it."""
+    result, old_spans, starts = entry
+    new_spans = lk.spans
+    infos = []
+    for st, start in zip(result.statements, starts, strict=True):
+        end = start + len(st.text)
+        infos.append(replace(st, text=sql[shift_offset(start, old_spans, new_spans):
+                                          shift_offset(end, old_spans, new_spans)]))
+    return replace(result, statements=tuple(infos))
 
 
-_CACHE = _Cache(CACHE_MAX_ENTRIES, CACHE_MAX_CHARS)
+#: A literal-independent classification: (it, the constants' spans in its text, the
+#: character offset of each statement's text).
+_KeyEntry = tuple[Classification, tuple[tuple[int, int], ...], tuple[int, ...]]
+
+
+_CACHE = TextCache(CACHE_MAX_ENTRIES, CACHE_MAX_CHARS)
+# Literal-independent classifications by literal-blind key (pgguard.sql.literals).
+_KEY_CACHE = TextCache(CACHE_MAX_ENTRIES, CACHE_MAX_CHARS)
 
 
 def cache_clear() -> None:
-    """Empty the classification cache and the shared parse cache (tests and benchmarks)."""
+    """Empty the classification caches and the shared parse cache (tests and benchmarks)."""
     _CACHE.clear()
+    _KEY_CACHE.clear()
     _parse_cache_clear()
 
 
 def cache_info() -> dict[str, int]:
     """Entries, cached characters, hits and misses of the classification cache, and the
     same of the shared parse cache as ``parse_entries``, ``parse_hits``, ``parse_misses``,
-    with ``parses``: the parser calls so far."""
+    with ``parses``: the parser calls so far; ``key_entries``, ``key_hits`` and
+    ``key_misses`` of the cache by literal-blind key."""
     info = _CACHE.info()
+    for key, value in _KEY_CACHE.info().items():
+        info[f"key_{key}"] = value
     for key, value in _parse_cache_info().items():
         info[key if key == "parses" else f"parse_{key}"] = value
     return info
+
+
+def _classify_keyed(sql: str, standard_strings: bool) -> Classification:
+    """Classify a text the exact-text cache does not hold: from the entry of its
+    literal-blind key when there is one, else by walking its parse (and keeping the
+    result by key when the walk read no constant's value)."""
+    lk = literal_key(sql, standard_strings)
+    if lk is None or not lk.spans:
+        result, _ = _classify_uncached(sql)
+        _CACHE.put(sql, result)
+        return result
+    entry = _KEY_CACHE.get(lk.key)
+    if entry is not None:
+        # Not put in the exact-text cache: a new constant every statement would evict
+        # everything there.
+        return _rebase(entry, sql, lk)
+    result, starts = _classify_uncached(sql, lk)
+    _CACHE.put(sql, result)
+    if starts is not None:
+        _KEY_CACHE.put(lk.key, (result, lk.spans, starts))
+    return result
 
 
 def classify(sql: str, prepared: Mapping[str, Classification] | None = None, *,
@@ -741,12 +758,11 @@ def classify(sql: str, prepared: Mapping[str, Classification] | None = None, *,
         return _unparseable(sql, "standard_conforming_strings is off and the text holds a "
                                  "backslash")
     if len(sql) > CACHE_MAX_TEXT:
-        result = _classify_uncached(sql)
+        result, _ = _classify_uncached(sql)
     else:
         result = _CACHE.get(sql)
         if result is None:
-            result = _classify_uncached(sql)
-            _CACHE.put(sql, result)
+            result = _classify_keyed(sql, standard_strings)
     if prepared is None or not result.has_execute:
         return result
     return resolve_execute(result, prepared)

@@ -6,11 +6,12 @@ A node is a one-key dict ``{"Type": {fields}}``; names are lists of ``String`` n
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 __all__ = [
-    "NO_ARG", "alias", "def_boolean", "def_elems", "def_last", "def_repeated", "def_string",
-    "def_values", "guc_boolean", "name", "names", "node", "sval",
+    "NO_ARG", "LiteralValue", "alias", "def_boolean", "def_elems", "def_last", "def_repeated", "def_string",
+    "def_values", "guc_boolean", "literal_reads", "name", "names", "node", "sval",
 ]
 
 
@@ -176,3 +177,85 @@ def guc_boolean(text: str) -> bool | None:
         if "off".startswith(value):
             return False
     return None
+
+
+# ---------------------------------------------------------------------------------------
+# Reads of a constant's value
+# ---------------------------------------------------------------------------------------
+#
+# An analysis cached for every text of one literal-blind key (pgguard.sql.literals) must
+# not have read any constant's value. parse() wraps the value of every A_Const (the
+# ``{"ival": 5}`` under ``"ival"``) in a LiteralValue; any look at its contents counts.
+# The counter is an itertools.count (next() is atomic): a read by another thread only
+# makes an analysis look dependent, never the other way round.
+
+_READS = itertools.count()
+
+
+def literal_reads() -> int:
+    """A mark of the constant reads so far: an analysis read no constant's value when
+    ``literal_reads()`` after it is exactly one more than before it."""
+    return next(_READS)
+
+
+class LiteralValue(dict):  # type: ignore[type-arg]
+    """The value dict of an ``A_Const``; every access to its contents counts as a read."""
+
+    __slots__ = ()
+
+    def _read(self) -> None:
+        next(_READS)
+
+    def __getitem__(self, key: Any) -> Any:
+        self._read()
+        return dict.__getitem__(self, key)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        self._read()
+        return dict.get(self, key, default)
+
+    def __contains__(self, key: Any) -> bool:
+        self._read()
+        return dict.__contains__(self, key)
+
+    def __iter__(self) -> Any:
+        self._read()
+        return dict.__iter__(self)
+
+    def __len__(self) -> int:
+        self._read()
+        return dict.__len__(self)
+
+    def __eq__(self, other: Any) -> bool:
+        self._read()
+        return dict.__eq__(self, other)
+
+    def __ne__(self, other: Any) -> bool:
+        self._read()
+        return dict.__ne__(self, other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        self._read()
+        return dict.__repr__(self)
+
+    def keys(self) -> Any:
+        self._read()
+        return dict.keys(self)
+
+    def values(self) -> Any:
+        self._read()
+        return dict.values(self)
+
+    def items(self) -> Any:
+        self._read()
+        return dict.items(self)
+
+    def copy(self) -> dict[Any, Any]:
+        self._read()
+        return dict.copy(self)
+
+    def __reduce__(self) -> Any:
+        self._read()
+        return (dict, (dict(dict.items(self)),))
