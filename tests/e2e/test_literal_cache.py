@@ -8,10 +8,10 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from harness.lineage_cases import CASES as LINEAGE_CASES
+from harness.masking_db import CFG, load_catalog, make_pii_db
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_masking_fixtures import CFG, load_catalog, make_pii_db
-from test_masking_lineage import CASES as LINEAGE_CASES
 
 from pgguard.masking import SessionMasking
 from pgguard.sql.literals import literal_key, shift_offset
@@ -20,7 +20,7 @@ from pgguard.sql.parse import literals_covered, parse
 classify_mod = importlib.import_module("pgguard.policy.classify")
 classify = classify_mod.classify
 
-CORPUS = Path(__file__).parent / "corpus"
+CORPUS = Path(__file__).parents[1] / "corpus"
 
 
 def _corpus_sql() -> list[str]:

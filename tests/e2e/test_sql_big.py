@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib
 
 import pytest
-from test_masking_fixtures import CFG, load_catalog, make_pii_db
+from harness.masking_db import CFG, load_catalog, make_pii_db
 
 from pgguard.masking import SessionMasking
 from pgguard.sql import parse as P
