@@ -700,6 +700,8 @@ class ClientSession:
         assert guard is not None
         observe = guard.observes_results
         limiter = guard.limiter
+        # Rows nobody reads (no masking, no row limit) go out as whole runs.
+        bulk_rows = not observe and limiter is None
         exchange = self.exchange
         activity = self.activity
         assert activity is not None
@@ -709,7 +711,7 @@ class ClientSession:
             while (frame := framer.next_frame()) is not None:
                 kind, start, end = frame
                 k = kind[0]
-                if k == DATA_ROW and not observe:
+                if k == DATA_ROW and bulk_rows:
                     # Rows nobody reads: the whole run as one slice (_speedups' walk).
                     out.keep(start, framer.datarow_run(end))
                     continue
