@@ -4,7 +4,7 @@
 DataRow runs); ``ByteGate`` is the detectors' byte-level pre-filter, per value or over a run
 of DataRows. The compiled module (``_compiled.pyx``, built by ``pip install .`` when Cython
 and a compiler are present) is used when importable, else ``_pure``; ``PGGUARD_PURE=1``
-forces the pure one. Both give identical results (tests/test_speedups.py).
+forces the pure one. Both give identical results (tests/e2e/test_speedups.py).
 
 Stdlib only below this package, so every layer may import it.
 """

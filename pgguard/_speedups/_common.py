@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 DATA_ROW = 0x44  # 'D'
 
-# Mirrors of pgguard.masking.detectors' minimums (tests/test_speedups.py checks that the
+# Mirrors of pgguard.masking.detectors' minimums (tests/e2e/test_speedups.py checks that the
 # twins decide exactly as Detectors.skips_bytes does, so a drift fails there).
 MIN_LEN = 6          # a@b.cc: below it nothing fits
 LONG_MIN = 15        # below it neither a secret nor an IBAN fits

@@ -1,6 +1,6 @@
 """The pure-Python twins of the compiled hot loops (``_compiled.pyx``).
 
-Same names, same signatures, same results for any input (tests/test_speedups.py checks it
+Same names, same signatures, same results for any input (tests/e2e/test_speedups.py checks it
 with hypothesis); used when the extension is not built or ``PGGUARD_PURE=1``.
 """
 

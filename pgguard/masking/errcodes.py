@@ -2,7 +2,7 @@
 
 Generated from the ``errcodes.txt`` (``share/errcodes.txt`` of an installation) of
 PostgreSQL 18 and 15, so codes that were dropped since (72000, snapshot_too_old) are here
-too; tests/test_masking_values.py checks the table against the installed files. Per code
+too; tests/e2e/test_masking_values.py checks the table against the installed files. Per code
 the PL/pgSQL condition name, or for the few codes without one the errcodes.h macro name in
 lower case. A code missing here was not raised
 by PostgreSQL itself (user code chose it: ``RAISE … USING ERRCODE``).

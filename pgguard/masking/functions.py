@@ -21,7 +21,7 @@ Every function name the planner meets gets one :class:`Kind`:
   answer to, a function of another schema, a builtin not listed). It may store its
   arguments, so masked arguments are refused; its result is unproven.
 
-The lists are checked against ``pg_proc`` by ``tests/test_masking_functions.py``: every
+The lists are checked against ``pg_proc`` by ``tests/e2e/test_masking_functions.py``: every
 builtin that returns text, names, ``bytea``, JSON, XML, arrays, records or sets is
 classified, so a new PostgreSQL version cannot add one silently.
 """

@@ -4,7 +4,7 @@ only (no table, setting, file or other session is read), so the lineage of a cal
 lineage of its arguments.
 
 Generated from ``pg_proc`` (``provolatile = 'i'`` for every overload of the name);
-``tests/test_masking_functions.py`` checks the list against the running server: a name
+``tests/e2e/test_masking_functions.py`` checks the list against the running server: a name
 listed here with an overload that is not immutable fails it.
 """
 

@@ -54,7 +54,7 @@ SRF_COLUMNS: dict[str, tuple[str, ...]] = {
     "string_to_table": ("",), "jsonb_path_query": ("",), "unnest": ("",),
 }
 # Builtins that return a set (``proretset`` in pg_catalog, PostgreSQL 15 to 18, checked
-# against the server by tests/test_masking_positions.py): their arguments shape how many
+# against the server by tests/e2e/test_masking_positions.py): their arguments shape how many
 # rows come back, so a masked argument is refused (the client counts the rows).
 SET_RETURNING_FUNCTIONS = frozenset({
     "aclexplode", "generate_series", "generate_subscripts", "json_array_elements",

@@ -18,7 +18,7 @@ it does not list. Each (node type, field) of the raw parse tree of a query has a
 A field that is not in the table (a node type of a later PostgreSQL version, a new
 clause) is *unclassified*: a masked column in it refuses the statement, any other
 untraceable data in it taints every output column of its query level and of the levels
-around it. ``tests/test_masking_positions.py`` walks pglast's node classes and fails on a
+around it. ``tests/e2e/test_masking_positions.py`` walks pglast's node classes and fails on a
 field the table does not classify, so a new version cannot open a hole silently.
 """
 

@@ -8,7 +8,7 @@ session's text. Everything else (other sessions' query texts, addresses, certifi
 names, application names and locks, replication slot and origin names, prepared
 transaction ids, large objects, statistics that hold copies of values,
 server files, stored passwords and connection strings, and any relation a newer
-PostgreSQL adds) is unproven: masked when rules exist. ``tests/test_masking_functions.py``
+PostgreSQL adds) is unproven: masked when rules exist. ``tests/e2e/test_masking_functions.py``
 checks the lists against ``pg_class``.
 """
 

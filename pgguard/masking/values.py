@@ -31,7 +31,7 @@ JSON_TYPE, JSONB_TYPE, BYTEA_TYPE = 114, 3802, 17
 CONTAINER_TYPES = frozenset({
     1009, 1015, 1014, 1003, 199, 3807, 2249, 2287, 142, 143, 3614, 3615,
 })
-# Built-in types (PostgreSQL 15 OIDs, checked against pg_type by tests/test_values.py)
+# Built-in types (PostgreSQL 15 OIDs, checked against pg_type by tests/e2e/test_masking_values.py)
 # whose values hold no text a detector could read. Everything else is read.
 NO_TEXT_BASE_TYPES: dict[int, str] = {
     16: "bool", 18: "char", 20: "int8", 21: "int2", 22: "int2vector", 23: "int4", 26: "oid",

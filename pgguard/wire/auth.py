@@ -3,7 +3,7 @@
 The gateway logs into PostgreSQL with SCRAM-SHA-256, MD5 or a cleartext password, whichever
 the server asks for. :class:`UpstreamAuth` is fed each ``Authentication`` message the server
 sends and answers with the bytes to send back and whether the login is authenticated; it never
-touches a socket, so every exchange is testable in memory (``tests/test_wire_auth.py`` runs it
+touches a socket, so every exchange is testable in memory (``tests/unit/test_wire_auth.py`` runs it
 against scramp's own server side).
 
 SCRAM is mutual: the server's final message carries a signature only a server that knows the

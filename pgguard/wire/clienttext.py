@@ -55,7 +55,7 @@ _READY = frozenset((SYNC, QUERY, FUNCTION_CALL))
 _EXTENDED_KINDS = frozenset(b"PBDEC")
 
 #: Characters Python's codec reads where PostgreSQL's conversion to UTF-8 reads another
-#: (the JIS mapping variants; tests/test_session_encodings.py compares every character
+#: (the JIS mapping variants; tests/e2e/test_session_encodings.py compares every character
 #: with PostgreSQL's ``convert_from``). A text holding one is refused, being read two
 #: ways (a character another sequence also decodes to is refused too: safe, and rare).
 #: The single-byte encodings, EUC_CN and EUC_KR agree character for character.

@@ -119,7 +119,12 @@ def test_corpus_covers_every_kind_that_carries_options():
 @pytest.mark.parametrize("case", CORPUS, ids=[c["sql"][:60] for c in CORPUS])
 def test_classifier_agrees_with_postgres(optdb, case):
     did = _observe(optdb, case)
-    assert did == case["postgres"], f"PostgreSQL {did}, the corpus says {case['postgres']}"
+    with psycopg.connect(optdb) as conn:
+        major = conn.info.server_version // 10000
+    # What PostgreSQL does can change between versions (`postgres18 = …` in the corpus);
+    # the classifier must be at least as strict as what every version does.
+    expected = case.get(f"postgres{major}", case["postgres"])
+    assert did == expected, f"PostgreSQL {major}: {did}, the corpus says {expected}"
     cls = classify(case["sql"])
     assert cls.category == case["category"], cls.statements[0].reason
     assert SEVERITY[cls.category] >= SEVERITY[NEEDS[did]], (did, cls.category)
