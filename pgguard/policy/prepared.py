@@ -44,8 +44,12 @@ def resolve_execute(cls: Classification, prepared: Mapping[str, Classification]
         for b in body.statements:
             pairs += tuple((c, f"executes prepared statement {st.executes}: {r}")
                            for c, r in b.reasons)
-        # The body is known: what it sets, it sets from a literal (refused at PREPARE).
-        own = None if st.refusal == UNKNOWN_EXECUTE_WITH_PARAMS else st.refusal
+        # The body is known. A body from SQL PREPARE sets what it sets from literals
+        # (refused at PREPARE otherwise); a body from Parse may take client_encoding from
+        # a parameter (checked at Bind only): EXECUTE's arguments skip that check.
+        lift = st.refusal == UNKNOWN_EXECUTE_WITH_PARAMS and \
+            not any(b.encoding_params for b in body.statements)
+        own = None if lift else st.refusal
         refusal = own or next((b.refusal for b in body.statements if b.refusal), None)
         statements.append(StatementInfo(
             category=category, kind=st.kind, reason=reason, text=st.text,

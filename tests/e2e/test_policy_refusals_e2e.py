@@ -131,18 +131,16 @@ def test_explain_repeated_analyze_read_only_grant(gateway, tokens, pg, mode):
 
 def test_execute_of_a_statement_prepared_with_parse_cannot_set_the_encoding(superuser_conn):
     """psycopg prepares set_config('client_encoding', $1, …) with Parse (allowed: the
-    value comes with Bind); a SQL EXECUTE of that name with a literal is refused."""
+    value comes with Bind); a SQL EXECUTE of that name with a literal is refused by
+    policy, also now that the exchange tells policy what Parse defined (the Bind check
+    never sees EXECUTE's arguments)."""
     conn = superuser_conn
     conn.execute("SELECT set_config('client_encoding', %s, false)", ["UTF8"], prepare=True)
     name = conn.execute("SELECT name FROM pg_prepared_statements "
                         "WHERE statement LIKE '%client_encoding%'").fetchone()[0]
-    # Judged by the statement's own text (the exchange knows what Parse defined), the
-    # literal is an unsafe encoding: refused as at SET (0A000); before that was known,
-    # the policy refused any EXECUTE with parameters of a name it did not know (42501).
-    with pytest.raises((psycopg.errors.FeatureNotSupported,
-                        psycopg.errors.InsufficientPrivilege)) as info:
+    with pytest.raises(psycopg.errors.InsufficientPrivilege) as info:
         conn.execute(f"EXECUTE {name}('SJIS')")
-    assert info.value.diag.message_primary.startswith("pgguard: ")
+    assert info.value.diag.message_primary.startswith("pgguard: EXECUTE with parameters")
     assert conn.execute("SHOW client_encoding").fetchone()[0] == "UTF8"
 
 
