@@ -199,9 +199,12 @@ def test_first_hit_finds_the_row_with_an_email(impl):
 # -- which implementation is picked -------------------------------------------------------
 
 def _picked(env: dict[str, str]) -> str:
+    # Run where this process's pgguard is found first (an installed copy under tox, the
+    # source tree in development), so both import the same package.
+    package = os.path.dirname(os.path.dirname(os.path.abspath(_speedups.__file__)))
     return subprocess.run(
         [sys.executable, "-c", "from pgguard import _speedups; print(_speedups.IMPLEMENTATION)"],
-        capture_output=True, text=True, check=True,
+        capture_output=True, text=True, check=True, cwd=os.path.dirname(package),
         env={**os.environ, **env}).stdout.strip()
 
 
