@@ -18,6 +18,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..sql.literals import LiteralKey, literal_key, shift_offset
+from ..sql.lru import BoundedLRU
 from ..sql.nodes import (
     NO_ARG,
     def_boolean,
@@ -33,7 +34,6 @@ from ..sql.parse import cache_clear as _parse_cache_clear
 from ..sql.parse import cache_info as _parse_cache_info
 from ..sql.parse import parse as _parse
 from ..wire.encodings import refusal as _encoding_refusal
-from .cache import TextCache
 from .lists import (
     DML_KINDS,
     LOCK_STRENGTH,
@@ -688,9 +688,14 @@ def _rebase(entry: _KeyEntry, sql: str, lk: LiteralKey) -> Classification:
 _KeyEntry = tuple[Classification, tuple[tuple[int, int], ...], tuple[int, ...]]
 
 
-_CACHE = TextCache(CACHE_MAX_ENTRIES, CACHE_MAX_CHARS)
+_CACHE = BoundedLRU(CACHE_MAX_ENTRIES, CACHE_MAX_CHARS, cost_name="chars")
 # Literal-independent classifications by literal-blind key (pgguard.sql.literals).
-_KEY_CACHE = TextCache(CACHE_MAX_ENTRIES, CACHE_MAX_CHARS)
+_KEY_CACHE = BoundedLRU(CACHE_MAX_ENTRIES, CACHE_MAX_CHARS, cost_name="chars")
+
+
+def _text_cost(key: str) -> int:
+    # The cached statement texts are slices as long as the key: count the key twice.
+    return 2 * len(key)
 
 
 def cache_clear() -> None:
@@ -720,7 +725,7 @@ def _classify_keyed(sql: str, standard_strings: bool) -> Classification:
     lk = literal_key(sql, standard_strings)
     if lk is None or not lk.spans:
         result, _ = _classify_uncached(sql)
-        _CACHE.put(sql, result)
+        _CACHE.put(sql, result, _text_cost(sql))
         return result
     entry = _KEY_CACHE.get(lk.key)
     if entry is not None:
@@ -728,9 +733,9 @@ def _classify_keyed(sql: str, standard_strings: bool) -> Classification:
         # everything there.
         return _rebase(entry, sql, lk)
     result, starts = _classify_uncached(sql, lk)
-    _CACHE.put(sql, result)
+    _CACHE.put(sql, result, _text_cost(sql))
     if starts is not None:
-        _KEY_CACHE.put(lk.key, (result, lk.spans, starts))
+        _KEY_CACHE.put(lk.key, (result, lk.spans, starts), _text_cost(lk.key))
     return result
 
 

@@ -23,14 +23,13 @@ it off), so the cache key is the text alone.
 from __future__ import annotations
 
 import re
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 from pglast import parser as _pg
 
 from .literals import LiteralKey
+from .lru import BoundedLRU
 from .nodes import LiteralValue
 
 try:  # optional: about 3 µs faster per cold parse than the stdlib decoder
@@ -220,55 +219,7 @@ class _Stats:
 _STATS = _Stats()
 
 
-class _Cache:
-    """A bounded LRU of parses keyed by statement text."""
-
-    def __init__(self, max_entries: int, max_cost: int) -> None:
-        self.max_entries = max_entries
-        self.max_cost = max_cost
-        self._data: OrderedDict[str, tuple[str | None, str | None, int]] = OrderedDict()
-        self._cost = 0
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
-
-    def get(self, key: str) -> tuple[str | None, str | None] | None:
-        with self._lock:
-            entry = self._data.get(key)
-            if entry is None:
-                self.misses += 1
-                return None
-            self._data.move_to_end(key)
-            self.hits += 1
-            return entry[0], entry[1]
-
-    def put(self, key: str, js: str | None, error: str | None) -> None:
-        cost = len(key) + len(js or error or "")
-        with self._lock:
-            if key in self._data:
-                return
-            self._data[key] = (js, error, cost)
-            self._cost += cost
-            while len(self._data) > self.max_entries or self._cost > self.max_cost:
-                _, (_, _, old_cost) = self._data.popitem(last=False)
-                self._cost -= old_cost
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
-            self._cost = 0
-            self.hits = self.misses = 0
-        _RECENT.clear()
-        global _LAST_BIG
-        _LAST_BIG = None
-
-    def info(self) -> dict[str, int]:
-        with self._lock:
-            return {"entries": len(self._data), "cost": self._cost, "hits": self.hits,
-                    "misses": self.misses}
-
-
-_CACHE = _Cache(CACHE_MAX_ENTRIES, CACHE_MAX_COST)
+_CACHE = BoundedLRU(CACHE_MAX_ENTRIES, CACHE_MAX_COST)
 # The last decoded parses (a plain dict: a lost race only costs a decode).
 _RECENT: dict[str, Parsed] = {}
 # The last parse of a text over MAX_CACHED_TEXT, for the analysis after the first.
@@ -308,7 +259,8 @@ def parse(sql: str) -> Parsed:
     entry = _CACHE.get(sql)
     if entry is None:
         entry = _parse_json(sql)
-        _CACHE.put(sql, *entry)
+        js, error = entry
+        _CACHE.put(sql, entry, len(sql) + len(js or error or ""))
     parsed = _decode(sql, *entry)
     if len(_RECENT) >= RECENT_ENTRIES:
         _RECENT.clear()
@@ -318,7 +270,10 @@ def parse(sql: str) -> Parsed:
 
 def cache_clear() -> None:
     """Empty the parse cache and zero its counters (tests and benchmarks)."""
+    global _LAST_BIG
     _CACHE.clear()
+    _RECENT.clear()
+    _LAST_BIG = None
 
 
 def cache_info() -> dict[str, int]:
