@@ -6,3 +6,4 @@ from harness.attack import *  # noqa: F401,F403
 from harness.bao_fixtures import *  # noqa: F401,F403
 from harness.gateway_fixtures import *  # noqa: F401,F403
 from harness.pg_fixtures import *  # noqa: F401,F403
+from harness.store_fixtures import *  # noqa: F401,F403

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from datetime import UTC, datetime
 
 import psycopg
@@ -30,36 +29,6 @@ from pgguard.errors import ApprovalDenied, ApprovalTimeout, QueryCanceled
 
 APPROVERS = ("dba",)
 INJECTION = "'); DROP TABLE pgguard_approvals; --"
-
-
-@pytest.fixture(scope="module")
-def pg_store_dsn(pg) -> str:
-    """A fresh database on the test cluster, as a postgresql:// URL."""
-    name = f"approvals_{uuid.uuid4().hex[:8]}"
-    pg.psql(f"CREATE DATABASE {name}")
-    return f"postgresql://{pg.superuser}:{pg.password}@{pg.host}:{pg.port}/{name}?sslmode=disable"
-
-
-@pytest.fixture
-def pg_dsn(pg_store_dsn) -> str:
-    with psycopg.connect(pg_store_dsn, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS pgguard_approvals")
-    return pg_store_dsn
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store_url(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/approvals.db"
-    return request.getfixturevalue("pg_dsn")
-
-
-@pytest.fixture
-def store(store_url):
-    s = open_store(store_url)
-    s.setup()
-    yield s
-    s.close()
 
 
 def new_request(store, user: str = "agent-bob", gateway: str = "gw1", **kw) -> int:

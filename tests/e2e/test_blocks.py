@@ -7,7 +7,6 @@ PostgreSQL cluster. Two :class:`Blocks` objects on one store stand for two gatew
 from __future__ import annotations
 
 import threading
-import uuid
 
 import psycopg
 import pytest
@@ -19,36 +18,6 @@ from pgguard.approvals import Approvals, Block, Blocks, blocked_message, open_st
 from pgguard.config import ApprovalsConfig
 
 INJECTION = "x'); DROP TABLE pgguard_blocks; --"
-
-
-@pytest.fixture(scope="module")
-def pg_store_dsn(pg) -> str:
-    name = f"blocks_{uuid.uuid4().hex[:8]}"
-    pg.psql(f"CREATE DATABASE {name}")
-    return f"postgresql://{pg.superuser}:{pg.password}@{pg.host}:{pg.port}/{name}?sslmode=disable"
-
-
-@pytest.fixture
-def pg_dsn(pg_store_dsn) -> str:
-    with psycopg.connect(pg_store_dsn, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS pgguard_blocks")
-        conn.execute("DROP TABLE IF EXISTS pgguard_approvals")
-    return pg_store_dsn
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store_url(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/approvals.db"
-    return request.getfixturevalue("pg_dsn")
-
-
-@pytest.fixture
-def store(store_url):
-    s = open_store(store_url)
-    s.setup()
-    yield s
-    s.close()
 
 
 # ---------------------------------------------------------------------------- store
