@@ -4,26 +4,19 @@ way to run each query of its corpus (harness/redteam_corpus.py): shared by test_
 
 from __future__ import annotations
 
-import base64
 from importlib import resources
 from typing import Any
 
 import psycopg
 import pytest
 
+from harness.attack import RULES, variants  # noqa: F401 (RULES: the same rules as the attack suite)
 from harness.gateway import APP_PASSWORD, APP_USER, ThreadGateway
 from harness.redteam_corpus import BIN, CASES, COPY, PIPE, PREP, SCRIPT, SS, P, Q  # noqa: F401
 
 FIXTURE = str(resources.files("pgguard").joinpath("demo_data/pii_schema.sql"))
 DBNAME = "pgguard_masking_e2e"
 CONN = "pii"
-
-RULES = [
-    {"columns": ["public.users.ssn", "*.*.card_number"], "strategy": "partial", "keep": 4},
-    {"columns": ["*.email"], "strategy": "hash"},
-    {"columns": ["users.phone", "users.profile"], "strategy": "redact"},
-    {"columns": ["users.name"], "strategy": "null"},
-]
 
 EXTRA_SQL = """
 CREATE TABLE accounts_ext (id int PRIMARY KEY, user_id int REFERENCES users (id),
@@ -78,22 +71,11 @@ def clear_values(pii_db) -> list[str]:
     return sorted(values)
 
 
-def _variants(value: str) -> set[str]:
-    """Forms a query could turn a clear value into without the gateway noticing."""
-    out = {value, value.lower(), value.upper(), value[::-1]}
-    for sep in ("-", " ", "(", ")", "+"):
-        out |= {v.replace(sep, "") for v in list(out)}
-    raw = value.encode()
-    out |= {raw.hex(), base64.b64encode(raw).decode(), value.replace(" ", "%20")}
-    # Short fragments are not evidence (a partial mask keeps the last four characters).
-    return {v for v in out if len(v) >= 8}
-
-
 @pytest.fixture(scope="module")
 def needles(clear_values) -> list[str]:
     out: set[str] = set()
     for v in clear_values:
-        out |= _variants(v)
+        out |= variants(v)
     return sorted(out, key=len, reverse=True)
 
 
