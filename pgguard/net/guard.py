@@ -31,6 +31,7 @@ from ..config import ConnectionConfig
 from ..errors import GatewayError, PolicyDenied, ProgramLimitExceeded, QueryCanceled
 from ..masking.hub import hub_for
 from ..policy import guardrails
+from ..policy.inert import builtin_types
 from ..policy.results import make_classification
 from ..wire.exchange import Effect, Exchange, Notes, Request
 from ..wire.limits import ResultLimiter
@@ -525,6 +526,8 @@ class Guard:
             notes[APPROVAL] = rule
         if isinstance(msg, Parse) and cls.statements and cls.statements[0].encoding_params:
             notes[ENCODING_PARAMS] = cls.statements[0].encoding_params
+        if isinstance(msg, Parse) and self.inert(msg, verdict):
+            notes[INERT] = True
         if len(masking) != len(cls.statements):
             masking = [None] * len(cls.statements)
         effects: list[Effect | None] = []
@@ -551,6 +554,30 @@ class Guard:
         for notes in self.session.exchange.expected_statements(statement):
             out += notes.get(ENCODING_PARAMS, ())
         return out
+
+    def inert(self, msg: Message, verdict: Verdict | None) -> bool:
+        """The Query or Parse :meth:`check` just judged runs no user code and changes no
+        setting (``policy.inert``; a Parse's declared parameter types are built-in), so
+        it cannot change client_encoding (``wire.clienttext``)."""
+        cls = self._cls
+        if not isinstance(msg, Query | Parse) or cls is None \
+                or (verdict is not None and verdict.refuse is not None) \
+                or not cls.statements or not all(st.inert for st in cls.statements):
+            return False
+        return not isinstance(msg, Parse) or builtin_types(msg.param_types)
+
+    def runs_inert(self, msg: Bind | Execute, notes: Notes) -> bool:
+        """A Bind of a statement, or an Execute of a portal, every definition of which
+        (see ``Exchange.expected_statements``) is inert; a Bind's *notes* then say so for
+        the portal it defines."""
+        if isinstance(msg, Bind):
+            found = list(self.session.exchange.expected_statements(msg.statement))
+        else:
+            found = list(self.session.exchange.expected_portals(msg.portal))
+        inert = bool(found) and all(n.get(INERT) for n in found)
+        if inert and isinstance(msg, Bind):
+            notes[INERT] = True
+        return inert
 
     def wants_catalog(self, msg: Message) -> bool:
         """Masking: reload the catalog before planning *msg* (only with observes_results)."""
@@ -585,6 +612,7 @@ PARAMS = "approval_params"
 def _distinct(rules: Iterable[ExecutionRule | None]) -> tuple[ExecutionRule, ...]:
     return tuple(dict.fromkeys(r for r in rules if r is not None))
 ENCODING_PARAMS = "encoding_params"  # a Parse's notes: StatementInfo.encoding_params
+INERT = "inert"  # a Parse's or Bind's notes: what it defines runs nothing (guard.inert)
 
 
 class PreparedView(Mapping[str, policy.Classification]):

@@ -574,7 +574,7 @@ class ClientSession:
                     notes: dict = {}
                     effects = guard.note_sent(msg, verdict, notes)
                     exchange.client_sent(sent, notes, effects)
-                    notes[TEXT_MARK] = text.sent(kind_of(sent))
+                    notes[TEXT_MARK] = text.sent(kind_of(sent), guard.inert(msg, verdict))
                     if sent is not msg and k == PARSE:
                         exchange.expect_failure()  # the marker fails: skip to Sync
                     activity.statement(getattr(msg, "sql", None) or "", verdict,
@@ -635,7 +635,8 @@ class ClientSession:
                             replacement = guard.on_frontend(msg, notes,
                                                             bytes(framer.buf[start:end]))
                         req = exchange.client_sent(msg, notes)
-                        mark = text.sent(k)
+                        mark = text.sent(k, (k == BIND or k == EXECUTE)
+                                         and guard.runs_inert(msg, notes))
                         if req is not None:
                             req.notes[TEXT_MARK] = mark
                 elif k == TERMINATE:

@@ -34,6 +34,7 @@ from ..sql.parse import cache_clear as _parse_cache_clear
 from ..sql.parse import cache_info as _parse_cache_info
 from ..sql.parse import parse as _parse
 from ..wire.encodings import refusal as _encoding_refusal
+from .inert import is_inert
 from .lists import (
     DML_KINDS,
     LOCK_STRENGTH,
@@ -662,7 +663,10 @@ def _classify_uncached(sql: str, lk: LiteralKey | None = None
             facts = _Facts()
             facts.add("unknown", f"pgguard cannot classify this statement ({type(exc).__name__})")
             kind = "UNKNOWN"
-        infos.append(_finish(facts, kind, stmt.text, node_type))
+        info = _finish(facts, kind, stmt.text, node_type)
+        if node_type and is_inert(node_type, node):
+            info = replace(info, inert=True)
+        infos.append(info)
     result = make_classification(tuple(infos))
     if lk is None or literal_reads() != mark + 1 or not literals_covered(sql, parsed, lk):
         return result, None

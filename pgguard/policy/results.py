@@ -62,6 +62,9 @@ class StatementInfo:
     #: The cursor a ``DECLARE`` defines or a ``FETCH`` reads (result limits count the rows
     #: of all FETCHes of one cursor together).
     cursor: str | None = None
+    #: Runs no user code and changes no setting (``policy.inert``): it cannot change
+    #: client_encoding, so a pipeline's later non-ASCII text needs no Sync before it.
+    inert: bool = False
 
 
 @dataclass(frozen=True, slots=True)

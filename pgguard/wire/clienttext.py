@@ -19,10 +19,13 @@ them, or the two read different statements (issue 11, class 1). What it knows:
   runs (Query, Bind, Execute, FunctionCall: user code, a trigger, a domain check can call
   ``set_config('client_encoding', …)``) changes the encoding PostgreSQL reads the next
   message in at once, but PostgreSQL reports the change only just before its next
-  ReadyForQuery. So non-ASCII text is decoded once every statement sent before it has
-  been followed by a ReadyForQuery (:attr:`Judgement.WAIT` while one is owed and will come
-  without more from the client: a Sync, or a Query outside a pipeline); in an extended-
-  protocol pipeline with no Sync since something ran, it is refused.
+  ReadyForQuery. So non-ASCII text is decoded once every statement sent before it that
+  may run something has been followed by a ReadyForQuery (:attr:`Judgement.WAIT` while
+  one is owed and will come without more from the client: a Sync, or a Query outside a
+  pipeline); in an extended-protocol pipeline with no Sync since such a statement ran, it
+  is refused. A statement the policy proves *inert* (``policy.inert``: ``BEGIN``, a
+  ``SELECT`` of constants and parameters of built-in types, as psycopg's pipelines start)
+  runs no user code and changes no setting, so it leaves the encoding as reported.
 * **Exact only in a UTF8 database.** libpg_query parses UTF-8 with PostgreSQL's rules for
   a multibyte database: identifiers are folded in ASCII only and truncated at a character
   boundary within 63 bytes. A database in another encoding folds a single-byte letter with
@@ -88,6 +91,7 @@ class ClientText:
         self.client_encoding: str | None = None
         self.codec = "utf-8"
         self._ran = 0          # requests that may run something, forwarded
+        self._risky = 0        # _ran at the last of them not known inert
         self._promised = 0     # _ran when the last request sure to get a ReadyForQuery went
         self._settled = 0      # _ran covered by the last ReadyForQuery received
         self._pipeline = False  # extended-protocol messages forwarded since the last Sync
@@ -139,14 +143,20 @@ class ClientText:
 
     # --- what the client sends -----------------------------------------------------
 
-    def sent(self, kind: int) -> int:
+    def sent(self, kind: int, inert: bool = False) -> int:
         """A frontend message of type *kind* is forwarded upstream.
+
+        Args:
+            inert: what it runs is proven to run no user code and to change no setting
+                (``policy.inert``), so it cannot change client_encoding.
 
         Returns:
             The mark to give :meth:`ready` when PostgreSQL answers it with ReadyForQuery.
         """
         if kind in _RUNS:
             self._ran += 1
+            if not inert:
+                self._risky = self._ran
         if kind == SYNC:
             self._pipeline = False
             self._promised = self._ran
@@ -161,7 +171,7 @@ class ClientText:
     def settled(self) -> bool:
         """Every request that may have changed the encoding has been answered up to a
         ReadyForQuery."""
-        return self._settled >= self._ran
+        return self._settled >= self._risky
 
     def judge(self, ascii_only: bool) -> tuple[Judgement, str]:
         """Can a statement text be decoded now?
@@ -181,7 +191,7 @@ class ClientText:
                 f"is {self.server_encoding}): pass such values as parameters")
         if self.settled:
             return Judgement.DECODE, ""
-        if self._promised >= self._ran:
+        if self._promised >= self._risky:
             return Judgement.WAIT, ""
         return Judgement.REFUSE, (
             "statement text that is not ASCII, in a pipeline after a statement that may "

@@ -196,17 +196,114 @@ def test_latin9_literal_and_parameter_in_every_mode(connect, how):
 
 
 def test_non_ascii_literal_later_in_an_open_pipeline_is_refused(connect):
-    """pgguard's one difference: after a statement ran in a pipeline with no Sync since,
-    PostgreSQL may read non-ASCII text in another encoding than reported (a function can
-    change it): refused, with a message that says to sync."""
+    """pgguard's one difference: after a statement that may run user code ran in a
+    pipeline with no Sync since, PostgreSQL may read non-ASCII text in another encoding
+    than reported (a function can change it): refused, with a message that says to sync."""
     conn = connect(client_encoding="latin9", autocommit=True)
     with pytest.raises(e.FeatureNotSupported) as exc:
         with conn.pipeline():
-            conn.execute("SELECT 1")
+            conn.execute("SELECT count(*) FROM accounts")
             conn.execute(f"SELECT '{TEXT}'")
     assert "send a Sync first" in str(exc.value)
     with conn.pipeline() as p:
-        conn.execute("SELECT 1")
+        conn.execute("SELECT count(*) FROM accounts")
         p.sync()
         cur = conn.execute(f"SELECT '{TEXT}'")
     assert cur.fetchone() == (TEXT,)
+
+
+# --- pipelines: what ran before non-ASCII text without a Sync (policy.inert) -----------
+
+
+@pytest.mark.parametrize("encoding", ["utf8", "latin9"])
+def test_pipeline_of_a_transaction_takes_non_ascii_text(connect, encoding):
+    """psycopg opens the pipeline of a non-autocommit connection with BEGIN, unsynced:
+    BEGIN runs no user code, so the encoding is still the reported one (refused before)."""
+    conn = connect(client_encoding=encoding)
+    with conn.pipeline():
+        cur = conn.execute(f"SELECT '{TEXT}'")
+        cur2 = conn.execute("SELECT %s", [TEXT])
+        cur3 = conn.execute(f"SELECT '{TEXT}' AS again")
+    assert cur.fetchone() == (TEXT,) and cur2.fetchone() == (TEXT,)
+    assert cur3.fetchone() == (TEXT,)
+    conn.rollback()
+
+
+@pytest.mark.parametrize("encoding", ["utf8", "latin9"])
+def test_pipeline_non_ascii_after_constant_selects(connect, encoding):
+    """SELECTs of constants and of parameters of built-in types, in both formats, then a
+    non-ASCII literal in the same unsynced pipeline (refused before)."""
+    conn = connect(client_encoding=encoding, autocommit=True)
+    with conn.pipeline():
+        conn.execute("SELECT 1, 'a', NULL")
+        conn.execute("SELECT %s, %s", [TEXT, 42])
+        conn.cursor(binary=True).execute("SELECT %s", [7])
+        conn.execute("VALUES (1, %s)", ["x"])
+        cur = conn.execute(f"SELECT '{TEXT}'")
+        cur2 = conn.cursor(binary=True).execute(f"SELECT '{TEXT}', %s", [TEXT])
+    assert cur.fetchone() == (TEXT,) and cur2.fetchone() == (TEXT, TEXT)
+
+
+@pytest.fixture
+def encoding_changer(connect):
+    """A session with pg_temp.enc() that sets client_encoding to LATIN1, and a domain
+    pg_temp.enc_dom whose check calls it (both gone with the session)."""
+    conn = connect(autocommit=True)
+    conn.execute("CREATE FUNCTION pg_temp.enc() RETURNS boolean LANGUAGE sql AS "
+                 "$$ SELECT set_config('client_encoding', 'LATIN1', false) IS NOT NULL $$")
+    conn.execute("CREATE DOMAIN pg_temp.enc_dom AS text CHECK (pg_temp.enc())")
+    return conn
+
+
+@pytest.mark.parametrize("first", [
+    "SELECT pg_temp.enc()",
+    "SELECT set_config('client_encoding', 'LATIN1', false)",
+    "SET client_encoding TO LATIN1",
+    "SELECT 1 FROM accounts LIMIT 1",
+    "SELECT 'x'::pg_temp.enc_dom",
+    "SELECT 1 WHERE pg_temp.enc()",
+    "VALUES (pg_temp.enc())",
+    "SELECT (SELECT pg_temp.enc())",
+    "DO $$ BEGIN PERFORM pg_temp.enc(); END $$",
+    "RESET ALL",
+    "DISCARD ALL",
+    "ROLLBACK",
+])
+def test_pipeline_non_ascii_after_what_may_change_the_encoding(encoding_changer, first):
+    """Anything outside the inert shapes still needs a Sync before non-ASCII text: each of
+    these may change client_encoding unreported (a function, a domain check, SET, RESET,
+    ROLLBACK of a SET)."""
+    conn = encoding_changer
+    with pytest.raises(e.FeatureNotSupported) as exc:
+        with conn.pipeline():
+            conn.execute(first)
+            conn.execute(f"SELECT '{TEXT}'")
+    assert "send a Sync first" in str(exc.value)
+
+
+def test_pipeline_non_ascii_after_a_parameter_of_a_user_type(encoding_changer):
+    """``SELECT $1`` is inert only with a built-in parameter type: a domain's check runs
+    at Bind (here it sets client_encoding to LATIN1)."""
+    from psycopg.adapt import Dumper
+    from psycopg.types import TypeInfo
+
+    conn = encoding_changer
+    info = TypeInfo.fetch(conn, "pg_temp.enc_dom")
+    assert info is not None
+
+    class EncDom(str):
+        pass
+
+    class EncDomDumper(Dumper):
+        oid = info.oid
+
+        def dump(self, obj):
+            return obj.encode()
+
+    conn.adapters.register_dumper(EncDom, EncDomDumper)
+    with pytest.raises(e.FeatureNotSupported) as exc:
+        with conn.pipeline():
+            conn.execute("SELECT %s", [EncDom("x")])
+            conn.execute(f"SELECT '{TEXT}'")
+    assert "send a Sync first" in str(exc.value)
+    assert conn.execute("SHOW client_encoding").fetchone() == ("UTF8",)
