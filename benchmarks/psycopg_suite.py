@@ -1,7 +1,7 @@
 """Run psycopg 3's own test suite directly and through an allow-all gateway; compare.
 
 Issue 11 asks that the two runs differ only by tests that need a database password login.
-This starts a throwaway PostgreSQL and OpenBao (the test harness's), a gateway whose grant
+This starts a throwaway PostgreSQL and OpenBao (``benchmarks/common.bench_stack``), a gateway whose grant
 allows every category, and runs psycopg's ``tests/`` twice with pytest, once with a DSN to
 PostgreSQL (as the role the gateway logs in as) and once with a DSN to the gateway (an
 OpenBao token as the password). It prints both counts and the tests whose outcome differs.
@@ -21,22 +21,11 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from harness.gateway import (  # noqa: E402
-    APP_DB,
-    APP_PASSWORD,
-    APP_USER,
-    ThreadGateway,
-    base_config,
-    prepare_app_database,
-)
-from harness.openbao import BaoServer  # noqa: E402
-from harness.postgres import throwaway_cluster  # noqa: E402
+from common import bench_stack
+from harness.gateway import APP_DB, APP_PASSWORD, APP_USER, ThreadGateway, base_config
 
 GROUP = "everything"
 USER = "psy"
@@ -86,41 +75,31 @@ def main() -> int:
     parser.add_argument("--save", help="a folder for each run's outcomes (JSON)")
     parser.add_argument("files", nargs="*", default=["tests"])
     args, extra = parser.parse_known_args()
-    with throwaway_cluster() as pg, tempfile.TemporaryDirectory() as tmp:
-        prepare_app_database(pg)
-        # psycopg's suite needs extensions some tests create; the app owner creates them
-        # in both runs alike, so a trusted extension is what either run can get.
-        bao = BaoServer(os.path.join(tmp, "bao"), persistent=True)
-        bao.start()
-        try:
-            cfg = base_config(pg, bao.identity_config())
-            cfg["connections"][0]["grants"] = [{
-                "groups": [GROUP], "read": "allow", "write": "allow", "ddl": "allow",
-                "privileged": "allow", "txn": "allow", "unknown": "allow"}]
-            gw = ThreadGateway(cfg).start()
-            try:
-                token = bao.issue_token(USER, [GROUP], ttl="4h")
-                runs = {
-                    "direct": (f"host={pg.host} port={pg.port} dbname={APP_DB} "
-                               f"user={APP_USER} password={APP_PASSWORD} sslmode=disable"),
-                    "gateway": gw.dsn(USER) + f" password={token}",
-                }
-                results = {}
-                for name, dsn in runs.items():
-                    if args.only and name != args.only:
-                        continue
-                    junit = os.path.join(tmp, f"{name}.xml")
-                    results[name] = _run(args.python, args.psycopg_src, dsn, args.files,
-                                         extra, junit)
-                    print(f"{name}: {_count(results[name])}", flush=True)
-                    if args.save:
-                        Path(args.save, f"{name}.json").write_text(json.dumps(results[name]))
-            finally:
-                gw.stop()
-        finally:
-            bao.stop()
+    results: dict[str, dict[str, str]] = {}
+    with bench_stack("psycopg-suite") as st:
+        pg, bao, tmp = st.pg, st.bao, str(st.workdir)
+        cfg = base_config(pg, bao.identity_config())
+        cfg["connections"][0]["grants"] = [{
+            "groups": [GROUP], "read": "allow", "write": "allow", "ddl": "allow",
+            "privileged": "allow", "txn": "allow", "unknown": "allow"}]
+        gw = ThreadGateway(cfg).start()
+        st.gateways.append(gw)
+        token = bao.issue_token(USER, [GROUP], ttl="4h")
+        runs = {
+            "direct": (f"host={pg.host} port={pg.port} dbname={APP_DB} "
+                       f"user={APP_USER} password={APP_PASSWORD} sslmode=disable"),
+            "gateway": gw.dsn(USER) + f" password={token}",
+        }
+        for name, dsn in runs.items():
+            if args.only and name != args.only:
+                continue
+            junit = os.path.join(tmp, f"{name}.xml")
+            results[name] = _run(args.python, args.psycopg_src, dsn, args.files, extra, junit)
+            print(f"{name}: {_count(results[name])}", flush=True)
+            if args.save:
+                Path(args.save, f"{name}.json").write_text(json.dumps(results[name]))
     for name in ("direct", "gateway"):
-        saved = Path(args.save or tmp, f"{name}.json")
+        saved = Path(args.save or ".", f"{name}.json")
         if name not in results and args.save and saved.exists():
             results[name] = json.loads(saved.read_text())
             print(f"{name} (saved): {_count(results[name])}")
